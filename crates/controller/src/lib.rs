@@ -1,0 +1,1 @@
+//! tunnelgate-controller: placeholder until the crate lands (see crates/controller).

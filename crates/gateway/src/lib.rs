@@ -1,0 +1,1 @@
+//! tunnelgate-gateway: placeholder until the crate lands (see crates/gateway).

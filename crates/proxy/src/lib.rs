@@ -1,0 +1,1 @@
+//! tunnelgate-proxy: placeholder until the crate lands (see crates/proxy).

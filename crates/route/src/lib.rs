@@ -1,0 +1,1 @@
+//! tunnelgate-route: placeholder until the crate lands (see crates/route).

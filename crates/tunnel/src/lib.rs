@@ -1,0 +1,1 @@
+//! tunnelgate-tunnel: placeholder until the crate lands (see crates/tunnel).

@@ -1,0 +1,50 @@
+//! The `tunnelgate` binary: one executable with a subcommand per role. Each subcommand lives in its own
+//! module and only parses arguments, sets up logging and calls into its library crate.
+
+mod controller_cmd;
+mod demo_cmd;
+mod edge_cmd;
+mod proxy_cmd;
+mod routes_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes Gateway API for Cloudflare Tunnel.
+#[derive(Debug, Parser)]
+#[command(name = "tunnelgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the data plane: the routing proxy, fed by a tunnel or a plain listener.
+    Proxy(proxy_cmd::Args),
+    /// Run the Gateway API controller that pushes config to the proxies.
+    Controller(controller_cmd::Args),
+    /// Run a local stand-in for the Cloudflare edge (tunnel mode offline).
+    EdgeEmulator(edge_cmd::Args),
+    /// Work with Gateway API YAML files without a cluster.
+    Routes(routes_cmd::Args),
+    /// Start a proxy with built-in backends and a demo config, and print curl lines to try.
+    Demo(demo_cmd::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Proxy(a) => proxy_cmd::run(a),
+        Command::Controller(a) => controller_cmd::run(a),
+        Command::EdgeEmulator(a) => edge_cmd::run(a),
+        Command::Routes(a) => routes_cmd::run(a),
+        Command::Demo(a) => demo_cmd::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tunnelgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
