@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every crate's tests, and the Helm chart tests.
+# Works on a fresh Debian machine with the Rust toolchain: it installs what the tests need (as root, via apt,
+# npm and pip) and is fast when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "tools"
+bash scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (binary used by black-box tests)"
+cargo build --locked -p tunnelgate
+
+step "cargo test"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+if [ -x tests/chart/run.sh ] || [ -f tests/chart/run.sh ]; then
+  step "helm chart tests"
+  bash tests/chart/run.sh
+fi
+
+step "demo smoke"
+cargo run --locked -q -p tunnelgate -- demo --check
+
+echo; echo "all tests passed"
