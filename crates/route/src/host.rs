@@ -1,0 +1,158 @@
+//! Routing-host normalisation (routing.md §2.1) and hostname patterns (§3).
+
+use std::borrow::Cow;
+
+/// Longest host the allocation-free lookup handles on the stack; longer hosts (never a valid DNS name, which is
+/// at most 253 bytes) fall back to [`normalize_host`].
+pub(crate) const HOST_BUF: usize = 256;
+
+/// A rule hostname after validation: lowercase, without one trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum HostPattern {
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `.example.com`.
+    Wildcard(String),
+}
+
+/// Routing-host normalisation: strip the port, lowercase ASCII, drop one trailing `.`. Borrowed when already
+/// normal.
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
+    let host = strip_port(raw);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// Normalises into `buf` without allocating; `None` when the host does not fit.
+pub(crate) fn normalize_host_into<'b>(raw: &str, buf: &'b mut [u8; HOST_BUF]) -> Option<&'b str> {
+    let host = strip_port(raw);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let out = buf.get_mut(..host.len())?;
+    for (dst, src) in out.iter_mut().zip(host.bytes()) {
+        *dst = src.to_ascii_lowercase();
+    }
+    // ASCII lowercasing keeps UTF-8 valid, so this never fails; no panic path either way.
+    std::str::from_utf8(out).ok()
+}
+
+/// The host without its port: `[v6]:p` keeps `[v6]`; otherwise cut at the last `:` when the rest is all digits.
+pub(crate) fn strip_port(raw: &str) -> &str {
+    split_port(raw).0
+}
+
+/// Splits `host[:port]` into the host and the explicit port text (digits only, possibly empty).
+pub(crate) fn split_port(raw: &str) -> (&str, Option<&str>) {
+    if raw.starts_with('[') {
+        return match raw.find(']') {
+            Some(end) => {
+                let (host, rest) = raw.split_at(end + 1);
+                match rest.strip_prefix(':') {
+                    Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => (host, Some(port)),
+                    _ => (host, None),
+                }
+            }
+            None => (raw, None),
+        };
+    }
+    match raw.rfind(':') {
+        Some(colon) if raw[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            (&raw[..colon], Some(&raw[colon + 1..]))
+        }
+        _ => (raw, None),
+    }
+}
+
+impl HostPattern {
+    /// Parses a rule hostname (config-api.md §5): non-empty, at most one leading `*.`, no `*` elsewhere, no
+    /// whitespace, `/` or `:`. Case is folded and one trailing dot dropped, as for request hosts.
+    pub(crate) fn parse(raw: &str) -> Option<HostPattern> {
+        if raw.is_empty()
+            || raw
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/' || b == b':')
+        {
+            return None;
+        }
+        let folded = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
+        match folded.strip_prefix("*.") {
+            Some(base) if !base.is_empty() && !base.contains('*') && !base.starts_with('.') => {
+                Some(HostPattern::Wildcard(format!(".{base}")))
+            }
+            Some(_) => None,
+            None if folded.is_empty() || folded.contains('*') => None,
+            None => Some(HostPattern::Exact(folded)),
+        }
+    }
+
+    /// The metrics label: the exact name or `*.suffix`.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            HostPattern::Exact(name) => name.clone(),
+            HostPattern::Wildcard(suffix) => format!("*{suffix}"),
+        }
+    }
+}
+
+/// The wildcard suffixes a normalised host can match, longest first: the host from each `.` that has at least
+/// one byte before it.
+pub(crate) fn wildcard_suffixes(host: &str) -> impl Iterator<Item = &str> {
+    host.bytes()
+        .enumerate()
+        .skip(1)
+        .filter(|&(_, b)| b == b'.')
+        .map(move |(i, _)| &host[i..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_host_strips_port_lowercases_and_drops_one_trailing_dot() {
+        assert_eq!(normalize_host("Very.Specific.COM:1234"), "very.specific.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("example.com..:80"), "example.com.");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+        assert_eq!(normalize_host("host:abc"), "host:abc");
+        assert_eq!(normalize_host(""), "");
+        assert!(matches!(normalize_host("a.b"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn normalize_host_into_agrees_with_normalize_host() {
+        let mut buf = [0u8; HOST_BUF];
+        for raw in ["A.Example.com:443", "x.", "[FE80::1]:1", "", "ü.Example"] {
+            assert_eq!(normalize_host_into(raw, &mut buf), Some(&*normalize_host(raw)));
+        }
+        let long = "a".repeat(HOST_BUF + 1);
+        assert_eq!(normalize_host_into(&long, &mut buf), None);
+    }
+
+    #[test]
+    fn hostname_pattern_allows_one_leading_wildcard_label_only() {
+        assert_eq!(
+            HostPattern::parse("*.Example.com"),
+            Some(HostPattern::Wildcard(".example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("Shop.Example.com."),
+            Some(HostPattern::Exact("shop.example.com".into()))
+        );
+        for bad in [
+            "", "*", "*.", "a.*.com", "*.*.com", "**.com", "a b", "a/b", "a:80", "*a.com",
+        ] {
+            assert_eq!(HostPattern::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcard_suffixes_are_longest_first_and_never_the_whole_host() {
+        let got: Vec<&str> = wildcard_suffixes("a.b.example.com").collect();
+        assert_eq!(got, [".b.example.com", ".example.com", ".com"]);
+        assert_eq!(wildcard_suffixes(".example.com").collect::<Vec<_>>(), [".com"]);
+    }
+}
