@@ -1,0 +1,521 @@
+#!/usr/bin/env python3
+"""Benchmark driver for tunnelgate (issue 7). Started by bench/run.sh, which installs tools and builds first.
+
+One run on one machine:
+  1. starts a local nginx backend answering "ok", nginx as a reverse proxy, haproxy, and two tunnelgate proxies
+     (one with a 1-rule config for throughput, one for the config-apply and memory figures);
+  2. measures how long a 10,000-rule PUT /config takes until a request that only the new config routes succeeds,
+     and tunnelgate's RSS with 1 and with 10,000 rules;
+  3. drives every target with the same wrk load in alternating rounds and prints medians and ratios;
+  4. runs the route crate's criterion lookup bench and reports its figures.
+Every process it starts is stopped on exit, whatever the exit path.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import threading
+import time
+
+import gen_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH_HOST = "bench.example.com"
+
+
+class Processes:
+    """Children in their own process groups; killed (group-wide) on exit. Pids are also written to a file so the
+    shell wrapper's trap can kill them if this interpreter dies without running its handlers."""
+
+    def __init__(self, pid_file):
+        self.children = []
+        self.pid_file = pid_file
+
+    def start(self, name, argv, log_path, env=None):
+        log = open(log_path, "wb")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                             start_new_session=True)
+        log.close()
+        self.children.append((name, p))
+        with open(self.pid_file, "a") as f:
+            f.write("%d\n" % p.pid)
+        return p
+
+    def stop_all(self):
+        for _, p in self.children:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 5
+        for _, p in self.children:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.children = []
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path, proc, name, log_path, host=None, want=None, timeout=20.0):
+    """Waits until GET path answers (any status, or `want` if given)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("%s exited with %s while starting; log %s:\n%s" % (name, proc.returncode, log_path,
+                                                                                tail(log_path)))
+        try:
+            status, _ = request(port, "GET", path, host=host)
+            if want is None or status == want:
+                return
+            last = "status %d" % status
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.05)
+    raise SystemExit("%s did not come up on port %d (%s); log %s:\n%s" % (name, port, last, log_path,
+                                                                          tail(log_path)))
+
+
+def tail(path, n=30):
+    try:
+        with open(path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def request(port, method, path, body=None, headers=None, host=None, timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        h = dict(headers or {})
+        if host:
+            h["Host"] = host
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def render(template, out_path, **values):
+    with open(os.path.join(HERE, "templates", template)) as f:
+        text = string.Template(f.read()).substitute(**{k: str(v) for k, v in values.items()})
+    with open(out_path, "w") as f:
+        f.write(text)
+
+
+def start_nginx(procs, tmp, name, template, **values):
+    d = os.path.join(tmp, name)
+    for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    render(template, conf, dir=d, **values)
+    log = os.path.join(d, "stderr.log")
+    p = procs.start(name, ["nginx", "-p", d + "/", "-c", conf, "-e", os.path.join(d, "error.log")], log)
+    wait_http(values["port"], "/", p, name, os.path.join(d, "error.log"), host=BENCH_HOST)
+    return p
+
+
+def start_haproxy(procs, tmp, port, backend_port):
+    d = os.path.join(tmp, "haproxy")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "haproxy.cfg")
+    render("haproxy.cfg", conf, port=port, backend_port=backend_port)
+    log = os.path.join(d, "haproxy.log")
+    p = procs.start("haproxy", ["haproxy", "-db", "-f", conf], log)
+    wait_http(port, "/", p, "haproxy", log, host=BENCH_HOST)
+    return p
+
+
+class Tunnelgate:
+    def __init__(self, procs, tmp, binary, name, extra_env):
+        self.name = name
+        self.port = free_port()
+        self.config_port = free_port()
+        self.token = os.urandom(16).hex()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "TUNNEL_"))}
+        env.update({
+            "PROXY_ADDR": "127.0.0.1:%d" % self.port,
+            "PROXY_CONFIG_ADDR": "127.0.0.1:%d" % self.config_port,
+            "PROXY_AUTH_TOKEN": self.token,
+        })
+        env.update(extra_env)
+        self.log = os.path.join(tmp, name + ".log")
+        self.proc = procs.start(name, [binary, "proxy"], self.log, env=env)
+        wait_http(self.config_port, "/healthz", self.proc, name, self.log, want=200)
+
+    def put_config(self, body, timeout=60.0):
+        return request(self.config_port, "PUT", "/config", body=body, timeout=timeout,
+                       headers={"Content-Type": "application/json", "Authorization": "Bearer " + self.token})
+
+    def apply(self, doc):
+        status, body = self.put_config(gen_config.encode(doc))
+        if status != 200:
+            raise SystemExit("%s: PUT /config answered %d: %s" % (self.name, status, body[:500]))
+
+    def memory(self):
+        """(VmRSS, VmHWM) in KiB from /proc."""
+        values = {}
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM"):
+                    values[k] = int(v.split()[0])
+        return values["VmRSS"], values["VmHWM"]
+
+
+def measure_apply(tg, backend_url, rules, reps, first_version):
+    """For each repetition: PUT a fresh `rules`-rule document whose probe host no earlier config routes, and poll
+    the data port on one keep-alive connection until the probe answers 200. Times are from just before the PUT's
+    connection is opened. Returns a list of dicts (ms)."""
+    sys.setswitchinterval(0.0002)
+    results = []
+    for rep in range(reps):
+        version = first_version + rep
+        probe = "probe-%d-%s.bench.example.com" % (version, os.urandom(3).hex())
+        body = gen_config.encode(gen_config.large(rules, version, backend_url, probe))
+        poll = http.client.HTTPConnection("127.0.0.1", tg.port, timeout=10)
+        poll.request("GET", "/", headers={"Host": probe})
+        r = poll.getresponse()
+        r.read()
+        if r.status != 404:
+            raise SystemExit("probe host answered %d before its config was pushed (expected 404)" % r.status)
+        put = {}
+
+        def do_put():
+            try:
+                put["status"], put["body"] = tg.put_config(body)
+            except OSError as e:
+                put["error"] = str(e)
+            put["done"] = time.perf_counter()
+
+        t0 = time.perf_counter()
+        th = threading.Thread(target=do_put)
+        th.start()
+        polls = 0
+        served = None
+        while time.perf_counter() - t0 < 30:
+            poll.request("GET", "/", headers={"Host": probe})
+            r = poll.getresponse()
+            r.read()
+            polls += 1
+            if r.status == 200:
+                served = time.perf_counter()
+                break
+            if r.status != 404:
+                raise SystemExit("probe answered %d while the config was being applied" % r.status)
+        th.join()
+        poll.close()
+        if "error" in put or put.get("status") != 200:
+            raise SystemExit("PUT /config failed: %s" % (put.get("error") or put.get("body", b"")[:500]))
+        if served is None:
+            raise SystemExit("the probe route never answered 200 within 30 s")
+        results.append({"version": version, "bytes": len(body), "serving_ms": (served - t0) * 1000,
+                        "put_response_ms": (put["done"] - t0) * 1000, "polls": polls})
+        time.sleep(0.2)
+    sys.setswitchinterval(0.005)
+    return results
+
+
+LAT_RE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url, host, duration, threads, connections):
+    argv = ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % duration, "--latency", "-H", "Host: " + host,
+            url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise SystemExit("wrk failed (%d): %s" % (out.returncode, out.stderr))
+    text = out.stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not m:
+        raise SystemExit("cannot parse wrk output:\n" + text)
+    lat = {p: float(v) * UNIT_MS[u] for p, v, u in LAT_RE.findall(text)}
+    total = re.search(r"(\d+) requests in", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+    return {"rps": float(m.group(1)), "p50": lat.get("50"), "p99": lat.get("99"),
+            "requests": int(total.group(1)) if total else 0, "errors": errors}
+
+
+CRIT_RE = re.compile(r"^(\S+)\s*\n?\s*time:\s+\[([\d.]+) (\S+) ([\d.]+) (\S+) ([\d.]+) (\S+)\]", re.M)
+UNIT_NS = {"ps": 0.001, "ns": 1.0, "µs": 1000.0, "us": 1000.0, "ms": 1e6, "s": 1e9}
+
+
+def run_criterion(repo, filt, quick, log_path):
+    argv = ["cargo", "bench", "-p", "tunnelgate-route", "--benches", "--", filt]
+    if quick:
+        argv += ["--warm-up-time", "1", "--measurement-time", "2"]
+    with open(log_path, "w") as log:
+        out = subprocess.run(argv, cwd=repo, stdout=subprocess.PIPE, stderr=log, text=True)
+        log.write(out.stdout)
+    if out.returncode != 0:
+        return {"error": "cargo bench exited %d (log %s)" % (out.returncode, log_path)}
+    results = {}
+    for m in CRIT_RE.finditer(out.stdout):
+        results[m.group(1)] = float(m.group(4)) * UNIT_NS.get(m.group(5), float("nan"))
+    return {"ns": results}
+
+
+def backend_accepts(port):
+    status, body = request(port, "GET", "/__backend_status")
+    m = re.search(rb"\n\s*(\d+)\s+\d+\s+\d+", body)
+    if status != 200 or not m:
+        raise SystemExit("cannot read the backend's stub_status: %d %r" % (status, body[:200]))
+    return int(m.group(1))
+
+
+def fmt_ms(v):
+    return "-" if v is None else ("%.2f" % v if v < 10 else "%.1f" % v)
+
+
+def print_report(res, out):
+    w = out.write
+    w("\n== tunnelgate benchmark ==\n")
+    w("machine: %s, %d cpus, load avg before %s / after %s\n" % (res["machine"], res["cpus"], res["load_before"],
+                                                                 res.get("load_after", "?")))
+    w("wrk -t%d -c%d -d%ds --latency, %d round(s), medians\n\n" % (res["threads"], res["connections"],
+                                                                    res["duration"], res["rounds"]))
+    w("| target | req/s | p50 ms | p99 ms | req/s per round | errors | new backend conns/round (max) |\n"
+      "|---|---:|---:|---:|---|---:|---:|\n")
+    for name, r in res["throughput"].items():
+        w("| %s | %.0f | %s | %s | %s | %d | %d |\n" % (name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]),
+                                                       " ".join("%.0f" % x for x in r["rounds_rps"]), r["errors"],
+                                                       r["backend_conns"]))
+    w("\n")
+    t = res["throughput"]
+    for a, b in (("tunnelgate", "haproxy"), ("tunnelgate", "nginx"), ("tunnelgate", "direct"),
+                 ("haproxy", "direct"), ("nginx", "direct"), ("tunnelgate-10k", "tunnelgate")):
+        if a in t and b in t:
+            w("%-15s / %-10s req/s x%.2f   p99 x%.2f\n" % (a, b, t[a]["rps"] / t[b]["rps"],
+                                                          (t[a]["p99"] or 0) / (t[b]["p99"] or 1)))
+    if "apply" in res:
+        ap = res["apply"]
+        w("\nconfig apply: %d rules, %.2f MB, %d reps: PUT start -> probe served median %.1f ms (min %.1f, max %.1f);"
+          " PUT response median %.1f ms\n" % (ap["rules"], ap["bytes"] / 1e6, len(ap["reps"]), ap["serving_ms"],
+                                              min(x["serving_ms"] for x in ap["reps"]),
+                                              max(x["serving_ms"] for x in ap["reps"]), ap["put_response_ms"]))
+    if "memory" in res:
+        m = res["memory"]
+        w("tunnelgate RSS: 1 rule %.1f MiB; %d rules %.1f MiB (after %d applies %.1f MiB, peak VmHWM %.1f MiB)\n"
+          % (m["rss_1_kib"] / 1024, res["apply"]["rules"], m["rss_large_kib"] / 1024, len(res["apply"]["reps"]),
+             m["rss_large_after_kib"] / 1024, m["hwm_kib"] / 1024))
+        if "rss_after_load_kib" in m:
+            w("tunnelgate RSS after the load rounds (1 rule, %d client conns): %.1f MiB\n"
+              % (res["connections"], m["rss_after_load_kib"] / 1024))
+    if "criterion" in res:
+        c = res["criterion"]
+        if "error" in c:
+            w("criterion: %s\n" % c["error"])
+        else:
+            w("criterion (route crate, median estimate):\n")
+            for k, v in c["ns"].items():
+                w("  %-50s %10.1f ns\n" % (k, v))
+            for k, v in c.get("ratios", {}).items():
+                w("  %-50s x%.2f\n" % (k, v))
+    if res.get("targets"):
+        w("\nissue 7 targets:\n")
+        for line in res["targets"]:
+            w("  " + line + "\n")
+
+
+def check_targets(res):
+    lines = []
+    t = res["throughput"]
+    if "tunnelgate" in t and "haproxy" in t:
+        ratio = t["tunnelgate"]["rps"] / t["haproxy"]["rps"]
+        lines.append("%s req/s tunnelgate/haproxy x%.2f (target >= 1.20)" % ("PASS" if ratio >= 1.2 else "MISS",
+                                                                            ratio))
+        ok = t["tunnelgate"]["p99"] <= t["haproxy"]["p99"]
+        lines.append("%s p99 tunnelgate %.2f ms vs haproxy %.2f ms (target <=)" % ("PASS" if ok else "MISS",
+                                                                                  t["tunnelgate"]["p99"],
+                                                                                  t["haproxy"]["p99"]))
+    if "apply" in res:
+        v = res["apply"]["serving_ms"]
+        lines.append("%s 10k-rule config serving %.1f ms after PUT start (target <= 50)" % (
+            "PASS" if v <= 50 else "MISS", v))
+    if "memory" in res:
+        v = res["memory"]["rss_large_kib"] / 1024
+        lines.append("%s RSS with 10k rules %.1f MiB (target <= 30)" % ("PASS" if v <= 30 else "MISS", v))
+    for k, v in res.get("criterion", {}).get("ratios", {}).items():
+        lines.append("%s lookup %s x%.2f (target <= 1.20)" % ("PASS" if v <= 1.2 else "MISS", k, v))
+    return lines
+
+
+def lookup_ratios(ns):
+    """For each bench id ending in /10000, its ratio to the sibling id ending in /10."""
+    ratios = {}
+    for k, v in ns.items():
+        if k.endswith("/10000"):
+            base = k[: -len("/10000")] + "/10"
+            if base in ns and ns[base] > 0:
+                ratios[k + " vs /10"] = v / ns[base]
+    return ratios
+
+
+def main():
+    p = argparse.ArgumentParser(description="tunnelgate benchmark driver (use bench/run.sh)")
+    p.add_argument("--tmp", required=True)
+    p.add_argument("--repo", required=True)
+    p.add_argument("--bin", help="tunnelgate binary")
+    p.add_argument("--quick", action="store_true", help="smoke run: short durations, one round")
+    p.add_argument("--duration", type=int, help="seconds per wrk run (default 10, quick 3)")
+    p.add_argument("--rounds", type=int, help="alternating rounds (default 3, quick 1)")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rules", type=int, default=10000)
+    p.add_argument("--apply-reps", type=int, help="config apply repetitions (default 5, quick 2)")
+    p.add_argument("--skip-tunnelgate", action="store_true", help="only direct, nginx, haproxy (harness test)")
+    p.add_argument("--skip-criterion", action="store_true")
+    p.add_argument("--criterion-filter", default="lookup")
+    p.add_argument("--only", help="comma-separated subset of targets for the load rounds")
+    p.add_argument("--json", help="also write the results as JSON here")
+    a = p.parse_args()
+    duration = a.duration or (3 if a.quick else 10)
+    rounds = a.rounds or (1 if a.quick else 3)
+    warmup = 1 if a.quick else 2
+    apply_reps = a.apply_reps or (2 if a.quick else 5)
+
+    procs = Processes(os.path.join(a.tmp, "pids"))
+
+    def on_signal(signum, _frame):
+        procs.stop_all()
+        sys.exit(128 + signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    res = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "load_before": open("/proc/loadavg").read().split()[0],
+           "threads": a.threads, "connections": a.connections, "duration": duration, "rounds": rounds}
+    try:
+        backend_port = free_port()
+        start_nginx(procs, a.tmp, "backend-nginx", "backend-nginx.conf", port=backend_port)
+        backend_url = "http://127.0.0.1:%d" % backend_port
+        targets = {"direct": backend_port}
+
+        nginx_port = free_port()
+        start_nginx(procs, a.tmp, "proxy-nginx", "proxy-nginx.conf", port=nginx_port, backend_port=backend_port)
+        targets["nginx"] = nginx_port
+        haproxy_port = free_port()
+        start_haproxy(procs, a.tmp, haproxy_port, backend_port)
+        targets["haproxy"] = haproxy_port
+        hosts = {k: BENCH_HOST for k in targets}
+
+        tg = None
+        if not a.skip_tunnelgate:
+            if not a.bin or not os.access(a.bin, os.X_OK):
+                raise SystemExit("tunnelgate binary not found: %s" % a.bin)
+            # Memory and apply figures first, on a fresh process, before any load.
+            tgm = Tunnelgate(procs, a.tmp, a.bin, "tunnelgate-apply", {})
+            tgm.apply(gen_config.small(1, BENCH_HOST, backend_url))
+            wait_http(tgm.port, "/", tgm.proc, tgm.name, tgm.log, host=BENCH_HOST, want=200)
+            time.sleep(0.3)
+            rss1, _ = tgm.memory()
+            print("tunnelgate RSS with 1 rule: %.1f MiB" % (rss1 / 1024), flush=True)
+            reps = measure_apply(tgm, backend_url, a.rules, 1, 2)
+            time.sleep(0.3)
+            rss_large, _ = tgm.memory()
+            reps += measure_apply(tgm, backend_url, a.rules, apply_reps - 1, 3) if apply_reps > 1 else []
+            time.sleep(0.3)
+            rss_after, hwm = tgm.memory()
+            res["apply"] = {"rules": a.rules, "bytes": reps[0]["bytes"], "reps": reps,
+                            "serving_ms": statistics.median(x["serving_ms"] for x in reps),
+                            "put_response_ms": statistics.median(x["put_response_ms"] for x in reps)}
+            res["memory"] = {"rss_1_kib": rss1, "rss_large_kib": rss_large, "rss_large_after_kib": rss_after,
+                             "hwm_kib": hwm}
+            for x in reps:
+                print("apply v%d: serving after %.1f ms, PUT answered after %.1f ms (%d polls)" % (
+                    x["version"], x["serving_ms"], x["put_response_ms"], x["polls"]), flush=True)
+            last_probe_version = 2 + apply_reps - 1
+
+            tg = Tunnelgate(procs, a.tmp, a.bin, "tunnelgate", {})
+            tg.apply(gen_config.small(1, BENCH_HOST, backend_url))
+            wait_http(tg.port, "/", tg.proc, tg.name, tg.log, host=BENCH_HOST, want=200)
+            targets["tunnelgate"] = tg.port
+            hosts["tunnelgate"] = BENCH_HOST
+            # The apply instance now holds the 10k-rule table; load it too, with a host only its probe rule matches.
+            probe = "probe-10k.bench.example.com"
+            tgm.apply(gen_config.large(a.rules, last_probe_version + 1, backend_url, probe))
+            targets["tunnelgate-10k"] = tgm.port
+            hosts["tunnelgate-10k"] = probe
+
+        for name, port in targets.items():
+            status, body = request(port, "GET", "/", host=hosts[name])
+            if status != 200 or body != b"ok":
+                raise SystemExit("%s answered %d %r instead of 200 ok" % (name, status, body[:100]))
+
+        order = ["direct", "tunnelgate", "tunnelgate-10k", "nginx", "haproxy"]
+        if a.only:
+            wanted = a.only.split(",")
+            order = [n for n in order if n in wanted]
+        order = [n for n in order if n in targets]
+        for name in order:
+            run_wrk("http://127.0.0.1:%d/" % targets[name], hosts[name], warmup, a.threads, a.connections)
+        per = {n: [] for n in order}
+        for rnd in range(rounds):
+            rot = order[rnd % len(order):] + order[: rnd % len(order)]
+            for name in rot:
+                before = backend_accepts(backend_port)
+                r = run_wrk("http://127.0.0.1:%d/" % targets[name], hosts[name], duration, a.threads, a.connections)
+                # Minus the harness's own status request.
+                r["backend_conns"] = backend_accepts(backend_port) - before - 1
+                per[name].append(r)
+                print("round %d %-15s %8.0f req/s  p50 %s ms  p99 %s ms  errors %d  new backend conns %d" % (
+                    rnd + 1, name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["errors"], r["backend_conns"]),
+                    flush=True)
+        res["throughput"] = {}
+        for name in order:
+            rs = per[name]
+            res["throughput"][name] = {
+                "rps": statistics.median(x["rps"] for x in rs),
+                "p50": statistics.median(x["p50"] for x in rs),
+                "p99": statistics.median(x["p99"] for x in rs),
+                "rounds_rps": [x["rps"] for x in rs],
+                "errors": sum(x["errors"] for x in rs),
+                "backend_conns": max(x["backend_conns"] for x in rs),
+            }
+        if tg is not None:
+            res["memory"]["rss_after_load_kib"] = tg.memory()[0]
+        res["load_after"] = open("/proc/loadavg").read().split()[0]
+    finally:
+        procs.stop_all()
+
+    if not a.skip_criterion:
+        print("running the route crate's criterion bench (filter %r)..." % a.criterion_filter, flush=True)
+        c = run_criterion(a.repo, a.criterion_filter, a.quick, os.path.join(a.tmp, "criterion.log"))
+        if "ns" in c:
+            c["ratios"] = lookup_ratios(c["ns"])
+            if not c["ns"]:
+                c = {"error": "no criterion results matched filter %r" % a.criterion_filter}
+        res["criterion"] = c
+
+    res["targets"] = check_targets(res)
+    print_report(res, sys.stdout)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
