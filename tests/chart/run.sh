@@ -105,5 +105,6 @@ log "  defaults: ok"
 
 log "pytest tests/chart"
 cd "$HERE"
+export PYTHONDONTWRITEBYTECODE=1
 # shellcheck disable=SC2086
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} "$HERE"
