@@ -1,0 +1,156 @@
+//! Header rules for forwarded requests and relayed responses (routing.md §7.2): hop-by-hop removal,
+//! `X-Forwarded-For`, upgrade detection.
+
+use std::net::IpAddr;
+
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Fixed hop-by-hop names removed in both directions. `te` is handled separately (`te: trailers` is kept).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+];
+
+/// Removes hop-by-hop headers: every header named in `Connection`, the fixed list, `Upgrade` and `TE` except
+/// `te: trailers`. With `upgrade` set, `Connection: Upgrade` and `Upgrade` survive (the upgrade path).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    if headers.contains_key(header::CONNECTION) {
+        // Allocates only when the peer sent `Connection`, which HTTP/2 peers never do.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+    if let Some(te) = headers.get(header::TE) {
+        if te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers") {
+            let keep = HeaderValue::from_static("trailers");
+            headers.insert(header::TE, keep);
+        } else {
+            headers.remove(header::TE);
+        }
+    }
+    if let Some(value) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, value);
+    }
+}
+
+/// An HTTP/1.1 upgrade request: a non-empty `Upgrade` and a `Connection` carrying the `upgrade` token.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let has_upgrade = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
+    has_upgrade
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+}
+
+/// Appends the peer IP to `X-Forwarded-For`, merging existing field lines into one `a, b, peer` line.
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let mut ip = [0u8; 64];
+    let ip = format_ip(peer, &mut ip);
+    let mut buf = BytesMut::new();
+    for existing in headers.get_all(&name) {
+        let v = existing.as_bytes().trim_ascii();
+        if v.is_empty() {
+            continue;
+        }
+        buf.extend_from_slice(v);
+        buf.extend_from_slice(b", ");
+    }
+    buf.extend_from_slice(ip);
+    if let Ok(value) = HeaderValue::from_maybe_shared(buf.freeze()) {
+        headers.insert(name, value);
+    }
+}
+
+/// Formats an IP into a stack buffer (no heap allocation).
+fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let n = cursor.position() as usize;
+    &buf[..n]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "x"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_is_kept() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn upgrade_path_keeps_upgrade_headers() {
+        let mut h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "Upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+        assert!(!is_upgrade(&map(&[("connection", "upgrade"), ("upgrade", "")])));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2")]);
+        append_forwarded_for(&mut h, "192.0.2.7".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "::1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "::1");
+    }
+}

@@ -1,0 +1,264 @@
+//! Listeners and lifecycle: the data listener (HTTP/1.1 and h2c prior knowledge, told apart by the HTTP/2
+//! preface), the config API listener, and graceful shutdown (config-api.md §11).
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::body::{self, BoxError, ProxyBody};
+use crate::config_api::ConfigApi;
+use crate::forward::is_upgrade;
+use crate::service::{RequestContext, RequestService};
+use crate::settings::ProxySettings;
+use crate::state::ProxyState;
+use crate::upgrade::ClientUpgrade;
+
+/// Config port: time to read a request head.
+const CONFIG_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Data port: time to read a request head on a fresh or idle keep-alive connection.
+const DATA_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts the proxy's listeners.
+#[derive(Debug)]
+pub struct ProxyServer;
+
+/// A running proxy: its bound addresses and the way to stop it.
+pub struct ProxyHandle {
+    config_addr: SocketAddr,
+    data_addr: Option<SocketAddr>,
+    state: ProxyState,
+    service: RequestService,
+    stop_data: watch::Sender<bool>,
+    stop_config: watch::Sender<bool>,
+    data_task: Option<JoinHandle<()>>,
+    config_task: JoinHandle<()>,
+    grace_period: Duration,
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({which}): {source}")]
+pub struct StartError {
+    pub which: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+impl ProxyServer {
+    /// Binds the config listener and, when `settings.data_addr` is set, the data listener, then serves both on
+    /// the current tokio runtime. Port 0 picks ephemeral ports; the handle reports the bound addresses.
+    pub async fn start(settings: ProxySettings, state: ProxyState) -> Result<ProxyHandle, StartError> {
+        if settings.auth_token.is_none() {
+            tracing::warn!("PROXY_AUTH_TOKEN is not set: the config API accepts unauthenticated pushes");
+        }
+        let config_listener = bind(settings.config_addr).map_err(|source| StartError {
+            which: "config API",
+            addr: settings.config_addr,
+            source,
+        })?;
+        let data_listener = match settings.data_addr {
+            Some(addr) => Some(bind(addr).map_err(|source| StartError {
+                which: "data",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
+        let config_addr = local_addr(&config_listener, settings.config_addr);
+        let data_addr = data_listener
+            .as_ref()
+            .zip(settings.data_addr)
+            .map(|(l, a)| local_addr(l, a));
+
+        let service = RequestService::new(state.clone(), &settings);
+        let api = Arc::new(ConfigApi::new(
+            state.clone(),
+            settings.auth_token.as_deref(),
+            settings.max_config_bytes,
+            settings.metrics_enabled,
+        ));
+        let (stop_data, stop_data_rx) = watch::channel(false);
+        let (stop_config, stop_config_rx) = watch::channel(false);
+        let data_task = data_listener.map(|l| tokio::spawn(serve_data(l, service.clone(), stop_data_rx)));
+        let config_task = tokio::spawn(serve_config(config_listener, api, stop_config_rx));
+        tracing::info!(config = %config_addr, data = ?data_addr, "proxy listening");
+        Ok(ProxyHandle {
+            config_addr,
+            data_addr,
+            state,
+            service,
+            stop_data,
+            stop_config,
+            data_task,
+            config_task,
+            grace_period: settings.grace_period,
+        })
+    }
+}
+
+impl ProxyHandle {
+    pub fn config_addr(&self) -> SocketAddr {
+        self.config_addr
+    }
+
+    /// `None` when started without a data listener (tunnel mode).
+    pub fn data_addr(&self) -> Option<SocketAddr> {
+        self.data_addr
+    }
+
+    pub fn state(&self) -> &ProxyState {
+        &self.state
+    }
+
+    /// The request service, for transports other than the data listener (the tunnel).
+    pub fn service(&self) -> &RequestService {
+        &self.service
+    }
+
+    /// Drains: `/readyz` turns 503, the data listener stops accepting, idle keep-alive connections close and
+    /// in-flight requests get up to the grace period. The config API serves until the drain ends.
+    pub async fn shutdown(self) {
+        self.state.set_draining();
+        let _ = self.stop_data.send(true);
+        if let Some(task) = self.data_task
+            && tokio::time::timeout(self.grace_period, task).await.is_err()
+        {
+            tracing::warn!(grace_period = ?self.grace_period, "grace period over; remaining requests are cut");
+        }
+        let _ = self.stop_config.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.config_task).await;
+    }
+}
+
+/// Binds with `SO_REUSEADDR`; an unspecified IPv6 address also accepts IPv4 (`:PORT` means every interface),
+/// falling back to IPv4 only on hosts without IPv6.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    match bind_exact(addr) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            tracing::debug!(error = %e, "IPv6 unavailable; listening on IPv4 only");
+            bind_exact(SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())))
+        }
+        other => other,
+    }
+}
+
+fn bind_exact(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(fallback)
+}
+
+async fn serve_data(listener: TcpListener, service: RequestService, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(DATA_HEADER_TIMEOUT)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = service.clone();
+                    let svc = service_fn(move |req| serve_listener_request(service.clone(), peer, req));
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, %peer, "client connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed on the data listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn serve_listener_request(
+    service: RequestService,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if is_upgrade(req.headers()) {
+        let on = hyper::upgrade::on(&mut req);
+        req.extensions_mut().insert(ClientUpgrade::new(
+            async move { on.await.map_err(BoxError::from) },
+        ));
+    }
+    let ctx = RequestContext {
+        scheme: "http",
+        peer: Some(peer),
+        transport: "listener",
+    };
+    Ok(service.serve(req.map(body::boxed), ctx).await)
+}
+
+async fn serve_config(listener: TcpListener, api: Arc<ConfigApi>, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(CONFIG_HEADER_TIMEOUT);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let api = api.clone();
+                    let svc = service_fn(move |req| {
+                        let api = api.clone();
+                        async move { Ok::<_, Infallible>(api.handle(req).await) }
+                    });
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the config listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}

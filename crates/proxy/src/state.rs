@@ -1,0 +1,353 @@
+//! The proxy's shared state: the active routing table (one `ArcSwap` snapshot), the version rules of
+//! config-api.md §6, readiness (§7) and the backend pools that belong to the active table.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tunnelgate_config::Config;
+use tunnelgate_route::{RouteTable, Upstream};
+
+use crate::metrics::{ApplyResult, HostMetrics, HostMetricsIndex, Metrics};
+use crate::pool::UpstreamClient;
+
+/// Shared proxy state. Cheap to clone.
+#[derive(Clone)]
+pub struct ProxyState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    active: ArcSwap<Active>,
+    /// Serialises the version check and the pointer store; readers never take it.
+    apply_lock: Mutex<()>,
+    draining: AtomicBool,
+    tunnel_mode: AtomicBool,
+    tunnel_registered: AtomicBool,
+    metrics: Metrics,
+}
+
+/// One installed table and everything that changes with it. Requests hold an `Arc` to it until they finish,
+/// which keeps the pools they use alive across swaps.
+pub struct Active {
+    pub table: RouteTable,
+    /// `current_version`: never lowered by a version-0 apply.
+    pub version: i64,
+    pub applied_at: Option<SystemTime>,
+    pub hosts: HostMetricsIndex,
+    pub clients: HashMap<Arc<Upstream>, Arc<UpstreamClient>>,
+}
+
+/// The status object of `GET /config` (config-api.md §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigStatus {
+    pub version: i64,
+    pub ready: bool,
+    pub rules: usize,
+    pub applied_at: Option<SystemTime>,
+}
+
+/// Why a document was not installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// Validation or compilation failed; nothing changed.
+    #[error("{message}")]
+    Invalid { message: String, path: Option<String> },
+    /// `0 < received < current`; nothing changed.
+    #[error("stale config version")]
+    Stale { current: i64, received: i64 },
+}
+
+impl ProxyState {
+    /// Fresh state with no config (not ready). Proxy metrics are added to `registry`, which may already hold
+    /// metrics of other components.
+    pub fn new(registry: Registry) -> Self {
+        let metrics = Metrics::new(registry);
+        let active = Active {
+            table: RouteTable::empty(),
+            version: 0,
+            applied_at: None,
+            hosts: HashMap::new(),
+            clients: HashMap::new(),
+        };
+        Self {
+            shared: Arc::new(Shared {
+                active: ArcSwap::from_pointee(active),
+                apply_lock: Mutex::new(()),
+                draining: AtomicBool::new(false),
+                tunnel_mode: AtomicBool::new(false),
+                tunnel_registered: AtomicBool::new(false),
+                metrics,
+            }),
+        }
+    }
+
+    /// Validates, compiles and installs `config` with the version rules of config-api.md §6.2. Compilation
+    /// happens before the apply lock is taken; only the version check and the pointer store run under it.
+    pub fn apply(&self, config: &Config) -> Result<ConfigStatus, ApplyError> {
+        let started = Instant::now();
+        let metrics = &self.shared.metrics;
+        let result = self.apply_inner(config);
+        match &result {
+            Ok(_) => {
+                metrics.config_apply(ApplyResult::Ok);
+                metrics
+                    .config_apply_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(ApplyError::Invalid { .. }) => metrics.config_apply(ApplyResult::Invalid),
+            Err(ApplyError::Stale { .. }) => metrics.config_apply(ApplyResult::Stale),
+        }
+        result
+    }
+
+    fn apply_inner(&self, config: &Config) -> Result<ConfigStatus, ApplyError> {
+        if config.version < 0 {
+            return Err(ApplyError::Invalid {
+                message: "version must be >= 0".into(),
+                path: Some("version".into()),
+            });
+        }
+        let table = RouteTable::compile(config).map_err(|e| match e.errors.first() {
+            Some(first) => ApplyError::Invalid {
+                message: first.message.clone(),
+                path: (!first.path.is_empty()).then(|| first.path.clone()),
+            },
+            None => ApplyError::Invalid {
+                message: e.to_string(),
+                path: None,
+            },
+        })?;
+
+        // Reuse the pools (and their warm connections) of upstreams the new table still names.
+        let previous = self.shared.active.load();
+        let mut clients = HashMap::new();
+        for upstream in table.upstreams() {
+            if clients.contains_key(upstream) {
+                continue;
+            }
+            let client = match previous.clients.get(upstream) {
+                Some(c) => c.clone(),
+                None => Arc::new(UpstreamClient::new(Arc::new(upstream.clone()))),
+            };
+            clients.insert(client.upstream.clone(), client);
+        }
+        let mut hosts: HostMetricsIndex = HashMap::new();
+        for pattern in hostname_patterns(&table) {
+            if !hosts.contains_key(pattern.as_str()) {
+                let handles = match previous.hosts.get(pattern.as_str()) {
+                    Some(h) => h.clone(),
+                    None => Arc::new(self.shared.metrics.host(&pattern)),
+                };
+                hosts.insert(pattern.into_boxed_str(), handles);
+            }
+        }
+        drop(previous);
+
+        let received = config.version;
+        let rules = table.rule_count();
+        let _guard = self
+            .shared
+            .apply_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.shared.active.load().version;
+        if received > 0 && received < current {
+            return Err(ApplyError::Stale { current, received });
+        }
+        if received == 0 && current > 0 {
+            tracing::warn!(
+                current,
+                "config with version 0 applied; the recorded version is kept"
+            );
+        }
+        let version = received.max(current);
+        let applied_at = SystemTime::now();
+        // The old table and any pool only it referenced are dropped once the last in-flight request that
+        // loaded it finishes; idle connections of dropped pools close with them.
+        self.shared.active.store(Arc::new(Active {
+            table,
+            version,
+            applied_at: Some(applied_at),
+            hosts,
+            clients,
+        }));
+        self.shared.metrics.config_version.set(version);
+        self.shared.metrics.config_rules.set(rules as i64);
+        Ok(ConfigStatus {
+            version,
+            ready: self.readiness().is_ok(),
+            rules,
+            applied_at: Some(applied_at),
+        })
+    }
+
+    /// The status object of the active table.
+    pub fn status(&self) -> ConfigStatus {
+        let active = self.shared.active.load();
+        ConfigStatus {
+            version: active.version,
+            ready: self.readiness().is_ok(),
+            rules: active.table.rule_count(),
+            applied_at: active.applied_at,
+        }
+    }
+
+    /// `Ok` when ready; otherwise the 503 reason of config-api.md §7, in its order.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.shared.draining.load(Ordering::Acquire) {
+            return Err("shutting down");
+        }
+        if self.shared.active.load().version <= 0 {
+            return Err("no config loaded");
+        }
+        if self.shared.tunnel_mode.load(Ordering::Acquire)
+            && !self.shared.tunnel_registered.load(Ordering::Acquire)
+        {
+            return Err("tunnel not connected to edge");
+        }
+        Ok(())
+    }
+
+    /// Marks the process as draining: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+
+    /// In tunnel mode readiness also waits for the first edge registration.
+    pub fn set_tunnel_mode(&self, on: bool) {
+        self.shared.tunnel_mode.store(on, Ordering::Release);
+    }
+
+    /// Latched: later disconnects do not make the proxy unready again.
+    pub fn set_tunnel_registered(&self) {
+        self.shared.tunnel_registered.store(true, Ordering::Release);
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The active snapshot. The request path calls this exactly once per request.
+    pub fn active(&self) -> Arc<Active> {
+        self.shared.active.load_full()
+    }
+}
+
+impl Active {
+    /// Metric handles of a matched hostname pattern.
+    pub fn host_metrics<'a>(&'a self, pattern: &str, metrics: &'a Metrics) -> &'a Arc<HostMetrics> {
+        match self.hosts.get(pattern) {
+            Some(h) => h,
+            None => metrics.unmatched(),
+        }
+    }
+}
+
+impl ConfigStatus {
+    /// `{"version","ready","rules","appliedAt"}` with `appliedAt` as RFC 3339 UTC with milliseconds, or null.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": self.version,
+            "ready": self.ready,
+            "rules": self.rules,
+            "appliedAt": self.applied_at.map(rfc3339_millis),
+        })
+    }
+}
+
+/// The `hostname` metric labels a table can produce: each rule's normalised hostname patterns, and `""` for
+/// rules without hostnames (the default bucket).
+fn hostname_patterns(table: &RouteTable) -> impl Iterator<Item = String> + '_ {
+    table.rules().iter().flat_map(|rule| {
+        let default = rule.hostnames.is_empty().then(String::new);
+        rule.hostnames.iter().cloned().chain(default)
+    })
+}
+
+/// Formats a time as `2026-11-26T14:03:07.412Z`.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let millis = since.subsec_millis();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_formatting() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_701_787_412);
+        assert_eq!(rfc3339_millis(t), "2026-11-26T14:03:07.412Z");
+        assert_eq!(rfc3339_millis(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    fn doc(version: i64) -> Config {
+        Config {
+            version,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn version_rules() {
+        let state = ProxyState::new(Registry::default());
+        assert_eq!(state.readiness(), Err("no config loaded"));
+        assert_eq!(state.apply(&doc(0)).unwrap().version, 0);
+        assert_eq!(state.readiness(), Err("no config loaded"));
+        assert_eq!(state.apply(&doc(5)).unwrap().version, 5);
+        assert!(state.readiness().is_ok());
+        assert_eq!(state.apply(&doc(5)).unwrap().version, 5);
+        assert_eq!(
+            state.apply(&doc(4)),
+            Err(ApplyError::Stale {
+                current: 5,
+                received: 4
+            })
+        );
+        let zero = state.apply(&doc(0)).unwrap();
+        assert_eq!(zero.version, 5, "version 0 never lowers the version");
+        assert_eq!(state.apply(&doc(9)).unwrap().version, 9);
+        assert!(matches!(state.apply(&doc(-1)), Err(ApplyError::Invalid { .. })));
+        state.set_tunnel_mode(true);
+        assert_eq!(state.readiness(), Err("tunnel not connected to edge"));
+        state.set_tunnel_registered();
+        assert!(state.readiness().is_ok());
+        state.set_draining();
+        assert_eq!(state.readiness(), Err("shutting down"));
+    }
+}
