@@ -203,3 +203,6 @@ impl Cors {
         response_headers.append(header::VARY, VARY_ORIGIN);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -222,3 +222,6 @@ impl Mirror {
         self.percent >= 100 || draw < u32::from(self.percent)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -382,3 +382,6 @@ impl LengthSet {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
