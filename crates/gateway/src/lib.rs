@@ -13,9 +13,19 @@
 //! pure function of its inputs (the clock reading is an input, [`TranslateOptions::now`]), so the controller and
 //! `tunnelgate proxy --routes` share it and it can be tested from fixtures.
 
+#[macro_use]
+mod filter;
+mod backend;
+mod binding;
+mod check;
+mod hostname;
 mod load;
+mod route;
+mod status;
 mod translate;
+mod validate;
 
+pub use check::{CheckReport, check, report};
 pub use gateway_api::gatewayclasses::GatewayClass;
 pub use gateway_api::gateways::Gateway;
 pub use gateway_api::grpcroutes::GrpcRoute;
@@ -137,9 +147,9 @@ impl ObjectStatus {
             .filter(|p| p.get("controllerName").and_then(|c| c.as_str()) == Some(controller_name))
             .collect();
         !ours.is_empty()
-            && ours.iter().all(|p| {
-                condition_is_true(p, "Accepted") && condition_is_true(p, "ResolvedRefs")
-            })
+            && ours
+                .iter()
+                .all(|p| condition_is_true(p, "Accepted") && condition_is_true(p, "ResolvedRefs"))
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::Snapshot;
@@ -133,9 +133,7 @@ fn add_object(snapshot: &mut Snapshot, value: Value) -> Result<(), String> {
         }
         (_, "GatewayClass") if gateway_api => snapshot.gateway_classes.push(typed(value, &kind)?),
         (_, "Gateway") if gateway_api => snapshot.gateways.push(typed(namespaced(value), &kind)?),
-        (_, "HTTPRoute") if gateway_api => {
-            snapshot.http_routes.push(typed(namespaced(value), &kind)?)
-        }
+        (_, "HTTPRoute") if gateway_api => snapshot.http_routes.push(typed(namespaced(value), &kind)?),
         ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
             snapshot.grpc_routes.push(typed(namespaced(value), &kind)?)
         }
@@ -161,7 +159,9 @@ fn add_object(snapshot: &mut Snapshot, value: Value) -> Result<(), String> {
 /// Objects in files often omit the namespace, as `kubectl apply` would fill it in; we do the same.
 fn namespaced(mut value: Value) -> Value {
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        let missing = meta.get("namespace").is_none_or(|n| n.as_str().is_none_or(str::is_empty));
+        let missing = meta
+            .get("namespace")
+            .is_none_or(|n| n.as_str().is_none_or(str::is_empty));
         if missing {
             meta.insert("namespace".to_owned(), Value::String("default".to_owned()));
         }

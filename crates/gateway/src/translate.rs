@@ -1,13 +1,568 @@
-//! The translation entry point.
+//! The translation entry point: classes → Gateways → routes → rules, then status for all of them.
 
-use crate::{Snapshot, TranslateOptions, Translation};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use serde_json::{Value, json};
+use tunnelgate_config as wire;
+
+use crate::backend::{RefProblem, ResolvedBackend, Resolver, weighted_backends};
+use crate::binding::{BindFailure, Binding, GatewayView, NamespaceLabels, route_kind_entry};
+use crate::hostname::Hostnames;
+use crate::route::{Filter, ParentRef, Route, Rule};
+use crate::status::Conditions;
+use crate::{
+    GATEWAY_API_VERSION, GATEWAY_GROUP, GatewayClass, ObjectStatus, Snapshot, TranslateOptions, Translation,
+};
+
+/// A route parentRef of ours and how binding went: (Gateway index, binding) or (reason, message).
+type ParentOutcome<'r> = (&'r ParentRef, Result<(usize, Binding), (&'static str, String)>);
 
 /// Translates a snapshot into the routing document and the status of every object we manage.
 ///
-/// Interim: binding and rule emission are not implemented yet; this returns an empty document and no status.
-pub fn translate(_snapshot: &Snapshot, _opts: &TranslateOptions) -> Translation {
-    Translation {
-        config: tunnelgate_config::Config::default(),
-        statuses: Vec::new(),
+/// Pure and deterministic: the same snapshot and options give the same result.
+pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
+    let resolver = Resolver::new(snapshot, opts);
+    let namespaces = NamespaceLabels::new(&snapshot.namespaces);
+    let mut statuses = Vec::new();
+
+    let mut classes: Vec<&GatewayClass> = snapshot
+        .gateway_classes
+        .iter()
+        .filter(|c| c.spec.controller_name == opts.controller_name)
+        .collect();
+    classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut accepted_classes = HashSet::new();
+    for class in classes {
+        let (status, accepted) = class_status(class, opts);
+        if accepted {
+            accepted_classes.insert(class.metadata.name.as_deref().unwrap_or(""));
+        }
+        statuses.push(ObjectStatus {
+            api_version: GATEWAY_API_VERSION.to_owned(),
+            kind: "GatewayClass".to_owned(),
+            namespace: None,
+            name: class.metadata.name.clone().unwrap_or_default(),
+            status,
+        });
     }
+
+    let adopt_all = opts.adopt_gateways_without_class && snapshot.gateway_classes.is_empty();
+    let mut gateways: Vec<GatewayView<'_>> = snapshot
+        .gateways
+        .iter()
+        .filter(|g| adopt_all || accepted_classes.contains(g.spec.gateway_class_name.as_str()))
+        .map(|g| GatewayView::new(g, &resolver))
+        .collect();
+    gateways.sort_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
+    let gateway_index: HashMap<(String, String), usize> = gateways
+        .iter()
+        .enumerate()
+        .map(|(i, g)| ((g.namespace.to_owned(), g.name.to_owned()), i))
+        .collect();
+    let known_gateways: HashSet<(&str, &str)> = snapshot
+        .gateways
+        .iter()
+        .map(|g| {
+            (
+                g.metadata.namespace.as_deref().unwrap_or("default"),
+                g.metadata.name.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+
+    let mut http: Vec<Route> = snapshot.http_routes.iter().map(Route::from_http).collect();
+    let mut grpc: Vec<Route> = snapshot.grpc_routes.iter().map(Route::from_grpc).collect();
+    // Rule order encodes the spec's tie-breaks: oldest route first, then namespace/name.
+    for routes in [&mut http, &mut grpc] {
+        routes.sort_by(|a, b| {
+            let key = |r: &Route| {
+                (
+                    r.created.as_ref().map(|t| t.0),
+                    r.namespace.clone(),
+                    r.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+    }
+
+    let mut config = wire::Config::default();
+    let mut route_statuses = Vec::new();
+    for route in http.iter().chain(grpc.iter()) {
+        let mut outcomes: Vec<ParentOutcome<'_>> = Vec::new();
+        for parent in &route.parent_refs {
+            if parent.group != GATEWAY_GROUP || parent.kind != "Gateway" {
+                continue;
+            }
+            let namespace = parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| route.namespace.clone());
+            match gateway_index.get(&(namespace.clone(), parent.name.clone())) {
+                Some(&g) => {
+                    let result = gateways[g]
+                        .bind(route, parent, &namespaces)
+                        .map(|b| (g, b))
+                        .map_err(|f| (f.reason(), bind_message(f, &gateways[g])));
+                    outcomes.push((parent, result));
+                }
+                // In file mode every Gateway is ours, so a reference to a missing one is our business.
+                None if adopt_all
+                    && !known_gateways.contains(&(namespace.as_str(), parent.name.as_str())) =>
+                {
+                    outcomes.push((
+                        parent,
+                        Err((
+                            BindFailure::NoMatchingParent.reason(),
+                            format!("Gateway {namespace}/{} not found", parent.name),
+                        )),
+                    ));
+                }
+                None => {}
+            }
+        }
+
+        let mut hostnames: Option<Hostnames> = None;
+        for (_, outcome) in &outcomes {
+            if let Ok((_, binding)) = outcome {
+                let h = binding.hostnames.clone();
+                hostnames = Some(match hostnames {
+                    None => h,
+                    Some(prev) => prev.union(h),
+                });
+            }
+        }
+        let mut problems: Vec<RefProblem> = Vec::new();
+        let mut dropped: Vec<String> = Vec::new();
+        let mut emitted = 0usize;
+        if !outcomes.is_empty() {
+            // Rules are built even when no parent accepts the route, so that ResolvedRefs tells the truth.
+            let config_hostnames = hostnames.clone().map(Hostnames::into_config).unwrap_or_default();
+            for (index, rule) in route.rules.iter().enumerate() {
+                match build_rule(rule, route, &config_hostnames, &resolver, &mut problems) {
+                    Ok(r) => {
+                        if hostnames.is_some() {
+                            config.rules.push(r);
+                        }
+                        emitted += 1;
+                    }
+                    Err(message) => {
+                        let label = rule.name.clone().unwrap_or_else(|| index.to_string());
+                        dropped.push(format!("Dropped Rule {label}: {message}"));
+                    }
+                }
+            }
+            if route.kind.is_grpc() && emitted > 0 && hostnames.is_some() {
+                config.has_grpc_route = true;
+            }
+        }
+        let all_dropped = emitted == 0 && !dropped.is_empty();
+
+        if !all_dropped {
+            let mut attached: BTreeSet<(usize, usize)> = BTreeSet::new();
+            for (_, outcome) in &outcomes {
+                if let Ok((g, binding)) = outcome {
+                    attached.extend(binding.listeners.iter().map(|l| (*g, *l)));
+                }
+            }
+            for (g, l) in attached {
+                gateways[g].listeners[l].attached_routes += 1;
+            }
+        }
+
+        if let Some(status) = route_status(route, &outcomes, &problems, &dropped, all_dropped, opts) {
+            route_statuses.push((
+                route.kind.is_grpc(),
+                route.namespace.clone(),
+                route.name.clone(),
+                status,
+            ));
+        }
+    }
+
+    for g in &gateways {
+        statuses.push(ObjectStatus {
+            api_version: GATEWAY_API_VERSION.to_owned(),
+            kind: "Gateway".to_owned(),
+            namespace: Some(g.namespace.to_owned()),
+            name: g.name.to_owned(),
+            status: gateway_status(g, opts),
+        });
+    }
+    route_statuses.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    statuses.extend(
+        route_statuses
+            .into_iter()
+            .map(|(grpc, namespace, name, status)| ObjectStatus {
+                api_version: GATEWAY_API_VERSION.to_owned(),
+                kind: if grpc { "GRPCRoute" } else { "HTTPRoute" }.to_owned(),
+                namespace: Some(namespace),
+                name,
+                status,
+            }),
+    );
+    Translation { config, statuses }
+}
+
+fn bind_message(failure: BindFailure, gateway: &GatewayView<'_>) -> String {
+    let gw = format!("{}/{}", gateway.namespace, gateway.name);
+    match failure {
+        BindFailure::NoMatchingParent if gateway.rejected.is_some() => {
+            format!("Gateway {gw} is not accepted")
+        }
+        BindFailure::NoMatchingParent => format!("no listener of Gateway {gw} matches the sectionName/port"),
+        BindFailure::NotAllowedByListeners => {
+            format!("the listeners of Gateway {gw} do not allow this route's kind or namespace")
+        }
+        BindFailure::NoMatchingListenerHostname => {
+            format!("no hostname of this route intersects a listener hostname of Gateway {gw}")
+        }
+    }
+}
+
+/// One config rule, or why the rule is dropped (`controller.md` §5.6). Reference problems are collected into
+/// `problems` whether or not the rule survives.
+fn build_rule(
+    rule: &Rule,
+    route: &Route,
+    hostnames: &[String],
+    resolver: &Resolver<'_>,
+    problems: &mut Vec<RefProblem>,
+) -> Result<wire::RouteRule, String> {
+    let mut unavailable_status = 0;
+    let mut filters = Vec::new();
+    let apply_filter = |filters: &mut Vec<wire::RouteFilter>,
+                        filter: &Filter,
+                        problems: &mut Vec<RefProblem>| {
+        match filter {
+            Filter::Wire(f) => {
+                filters.push((**f).clone());
+                true
+            }
+            Filter::Mirror { target, percent } => {
+                let (resolved, problem) = resolver.resolve(target, route.kind, &route.namespace);
+                if let Some(mut p) = problem {
+                    p.message = format!("RequestMirror {}", p.message);
+                    problems.push(p);
+                } else if resolved.unavailable_status == 0
+                    && let Some(url) = resolved.urls.first()
+                {
+                    let mut f = wire::RouteFilter::new(wire::FilterType::RequestMirror);
+                    f.request_mirror = Some(wire::RequestMirror {
+                        backend_url: url.clone(),
+                        percent: *percent,
+                        tls: None,
+                        protocol: resolved.protocol.clone(),
+                    });
+                    filters.push(f);
+                }
+                true
+            }
+            Filter::Unsupported(message) => {
+                problems.push(RefProblem {
+                    reason: "UnsupportedValue",
+                    message: format!("{message} (IncompatibleFilters)"),
+                });
+                false
+            }
+        }
+    };
+    for f in &rule.filters {
+        if !apply_filter(&mut filters, f, problems) {
+            unavailable_status = 500;
+        }
+    }
+    let mut resolved_backends = Vec::new();
+    for b in &rule.backends {
+        let (target, problem) = resolver.resolve(&b.target, route.kind, &route.namespace);
+        problems.extend(problem);
+        let mut backend_filters = Vec::new();
+        let mut filter_failed = false;
+        for f in &b.filters {
+            if !apply_filter(&mut backend_filters, f, problems) {
+                filter_failed = true;
+            }
+        }
+        resolved_backends.push(ResolvedBackend {
+            weight: b.weight,
+            target,
+            filters: backend_filters,
+            filter_failed,
+        });
+    }
+    if let Some(problem) = rule.invalid.first() {
+        return Err(problem.clone());
+    }
+    let out = wire::RouteRule {
+        hostnames: hostnames.to_vec(),
+        matches: rule.matches.clone(),
+        filters,
+        backends: weighted_backends(resolved_backends),
+        timeouts: rule.timeouts.clone(),
+        unavailable_status,
+    };
+    let all_prefix = out.matches.iter().all(|m| {
+        m.path
+            .as_ref()
+            .is_none_or(|p| p.kind == wire::PathMatchType::PathPrefix)
+    });
+    let replaces_prefix = out
+        .filters
+        .iter()
+        .chain(out.backends.iter().flat_map(|b| b.filters.iter()))
+        .any(|f| {
+            f.url_rewrite
+                .as_ref()
+                .and_then(|r| r.path.as_ref())
+                .is_some_and(|p| p.kind == wire::PathModifierType::ReplacePrefixMatch)
+                || f.request_redirect
+                    .as_ref()
+                    .and_then(|r| r.path.as_ref())
+                    .is_some_and(|p| p.kind == wire::PathModifierType::ReplacePrefixMatch)
+        });
+    if replaces_prefix && !all_prefix {
+        return Err("ReplacePrefixMatch needs every match of the rule to be a PathPrefix match".to_owned());
+    }
+    crate::validate::check_rule(&out)?;
+    Ok(out)
+}
+
+fn class_status(class: &GatewayClass, opts: &TranslateOptions) -> (Value, bool) {
+    let previous = class
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let c = Conditions {
+        generation: class.metadata.generation,
+        previous: &previous,
+        now: &opts.now,
+    };
+    let accepted = class.spec.parameters_ref.is_none();
+    let accepted_condition = if accepted {
+        c.make(
+            "Accepted",
+            true,
+            "Accepted",
+            "GatewayClass is accepted by tunnelgate",
+        )
+    } else {
+        c.make(
+            "Accepted",
+            false,
+            "InvalidParameters",
+            "parametersRef is not supported: tunnelgate has no parameters kind",
+        )
+    };
+    let supported = match opts.bundle_version.as_deref() {
+        None => c.make(
+            "SupportedVersion",
+            true,
+            "SupportedVersion",
+            "the Gateway API CRD bundle version was not checked",
+        ),
+        Some(v) if v.starts_with("v1.5.") || v.starts_with("v1.6.") => c.make(
+            "SupportedVersion",
+            true,
+            "SupportedVersion",
+            format!("Gateway API bundle {v} is supported"),
+        ),
+        Some(v) => c.make(
+            "SupportedVersion",
+            false,
+            "UnsupportedVersion",
+            format!("Gateway API bundle {v} is not supported; use v1.5.x or v1.6.x"),
+        ),
+    };
+    (json!({ "conditions": [accepted_condition, supported] }), accepted)
+}
+
+fn gateway_status(g: &GatewayView<'_>, opts: &TranslateOptions) -> Value {
+    let current = g.gateway.status.as_ref();
+    let previous = current.and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let c = Conditions {
+        generation: g.gateway.metadata.generation,
+        previous: &previous,
+        now: &opts.now,
+    };
+    let accepted = g.rejected.is_none();
+    let mut conditions = vec![match &g.rejected {
+        None => c.make("Accepted", true, "Accepted", "Gateway is accepted"),
+        Some((reason, message)) => c.make("Accepted", false, reason, message.clone()),
+    }];
+    conditions.push(programmed(&c, accepted, opts.config_acknowledged));
+
+    let mut listeners = Vec::new();
+    for view in &g.listeners {
+        let l = view.listener;
+        let previous: Vec<Condition> = current
+            .and_then(|s| s.listeners.as_ref())
+            .and_then(|ls| ls.iter().find(|x| x.name == l.name))
+            .map(|x| x.conditions.clone())
+            .unwrap_or_default();
+        let lc = Conditions {
+            generation: g.gateway.metadata.generation,
+            previous: &previous,
+            now: &opts.now,
+        };
+        let mut conds = Vec::new();
+        conds.push(if !view.protocol_supported {
+            lc.make(
+                "Accepted",
+                false,
+                "UnsupportedProtocol",
+                format!("protocol {} is not supported; use HTTP or HTTPS", l.protocol),
+            )
+        } else if l.protocol == "HTTPS" {
+            lc.make(
+                "Accepted",
+                true,
+                "Accepted",
+                "TLS is terminated at the Cloudflare edge: certificateRefs are validated but not served, and the \
+                 listener port does not affect routing",
+            )
+        } else {
+            lc.make(
+                "Accepted",
+                true,
+                "Accepted",
+                "the listener port does not affect routing: the Cloudflare edge decides the client-facing ports",
+            )
+        });
+        conds.push(if !view.invalid_kinds.is_empty() {
+            lc.make(
+                "ResolvedRefs",
+                false,
+                "InvalidRouteKinds",
+                format!("unsupported route kinds: {}", view.invalid_kinds.join(", ")),
+            )
+        } else if let Some((reason, message)) = &view.certificate_problem {
+            lc.make("ResolvedRefs", false, reason, message.clone())
+        } else {
+            lc.make(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "all references are resolved",
+            )
+        });
+        conds.push(programmed(
+            &lc,
+            accepted && view.protocol_supported,
+            opts.config_acknowledged,
+        ));
+        conds.push(match &view.conflict {
+            Some((reason, message)) => lc.make("Conflicted", true, reason, message.clone()),
+            None => lc.make("Conflicted", false, "NoConflicts", "no conflicts"),
+        });
+        listeners.push(json!({
+            "name": l.name,
+            "supportedKinds": view.kinds.iter().map(|k| route_kind_entry(k)).collect::<Vec<_>>(),
+            "attachedRoutes": view.attached_routes,
+            "conditions": conds,
+        }));
+    }
+    let mut status = json!({ "conditions": conditions, "listeners": listeners });
+    if accepted && !opts.gateway_addresses.is_empty() {
+        status["addresses"] = opts
+            .gateway_addresses
+            .iter()
+            .map(|a| json!({"type": "Hostname", "value": a}))
+            .collect();
+    }
+    status
+}
+
+fn programmed(c: &Conditions<'_>, valid: bool, acknowledged: bool) -> Condition {
+    if !valid {
+        c.make("Programmed", false, "Invalid", "not accepted, so not programmed")
+    } else if acknowledged {
+        c.make(
+            "Programmed",
+            true,
+            "Programmed",
+            "the routing document is served by the proxies",
+        )
+    } else {
+        c.make(
+            "Programmed",
+            false,
+            "Pending",
+            "waiting for a proxy to acknowledge the routing document",
+        )
+    }
+}
+
+/// The route's whole `.status`: other controllers' parent entries unchanged, then ours. `None` when we have
+/// nothing to say and nothing of ours to remove.
+fn route_status(
+    route: &Route,
+    outcomes: &[ParentOutcome<'_>],
+    problems: &[RefProblem],
+    dropped: &[String],
+    all_dropped: bool,
+    opts: &TranslateOptions,
+) -> Option<Value> {
+    let ours =
+        |p: &Value| p.get("controllerName").and_then(Value::as_str) == Some(opts.controller_name.as_str());
+    let had_ours = route.current_parents.iter().any(ours);
+    if outcomes.is_empty() && !had_ours {
+        return None;
+    }
+    let mut parents: Vec<Value> = route
+        .current_parents
+        .iter()
+        .filter(|p| !ours(p))
+        .cloned()
+        .collect();
+    let mut seen: Vec<&Value> = Vec::new();
+    for (parent, outcome) in outcomes {
+        // Two identical parentRefs share one status entry.
+        if seen
+            .iter()
+            .any(|s| crate::route::same_parent_ref(s, &parent.echo))
+        {
+            continue;
+        }
+        seen.push(&parent.echo);
+        let previous = route.current_conditions(parent, &opts.controller_name);
+        let c = Conditions {
+            generation: route.generation,
+            previous: &previous,
+            now: &opts.now,
+        };
+        let mut conditions = vec![match outcome {
+            Ok(_) if all_dropped => c.make("Accepted", false, "UnsupportedValue", dropped.join("; ")),
+            Ok(_) => c.make("Accepted", true, "Accepted", "route is accepted"),
+            Err((reason, message)) => c.make("Accepted", false, reason, message.clone()),
+        }];
+        conditions.push(match problems.first() {
+            None => c.make(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "all references are resolved",
+            ),
+            Some(first) => c.make(
+                "ResolvedRefs",
+                false,
+                first.reason,
+                problems
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        });
+        if !dropped.is_empty() && !all_dropped && outcome.is_ok() {
+            conditions.push(c.make("PartiallyInvalid", true, "UnsupportedValue", dropped.join("; ")));
+        }
+        parents.push(json!({
+            "parentRef": parent.echo,
+            "controllerName": opts.controller_name,
+            "conditions": conditions,
+        }));
+    }
+    Some(json!({ "parents": parents }))
 }

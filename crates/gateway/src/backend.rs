@@ -1,0 +1,354 @@
+//! Backend resolution (`controller.md` §4, §5.2, §5.3): a backendRef or mirror target becomes URLs, from
+//! EndpointSlices when they exist, with invalid references keeping their weight share as `unavailableStatus`.
+
+use std::collections::HashMap;
+
+use tunnelgate_config as wire;
+
+use crate::route::{ObjectRef, RouteKind};
+use crate::{
+    BackendResolution, EndpointSlice, GATEWAY_GROUP, ReferenceGrant, Service, Snapshot, TranslateOptions,
+};
+
+/// Why a reference does not resolve; goes into the route's `ResolvedRefs=False` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Where a reference leads.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Endpoint URLs when expanded, else exactly one URL (DNS name, ExternalName, or a descriptive URL for an
+    /// unavailable ref).
+    pub urls: Vec<String>,
+    /// True when `urls` are endpoints that each become a backend.
+    pub expanded: bool,
+    /// The Service DNS URL (or `urls[0]`), used when the ref is not expanded (weight 0).
+    pub service_url: String,
+    pub protocol: String,
+    pub websocket: bool,
+    pub unavailable_status: i32,
+}
+
+/// Lookups over a snapshot, built once per translation.
+pub(crate) struct Resolver<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    grants: HashMap<&'a str, Vec<&'a ReferenceGrant>>,
+    opts: &'a TranslateOptions,
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+impl<'a> Resolver<'a> {
+    pub(crate) fn new(snapshot: &'a Snapshot, opts: &'a TranslateOptions) -> Resolver<'a> {
+        let mut services = HashMap::new();
+        for s in &snapshot.services {
+            if let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref()) {
+                services.insert((ns, name), s);
+            }
+        }
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for s in &snapshot.endpoint_slices {
+            let owner = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(ns), Some(svc)) = (s.metadata.namespace.as_deref(), owner) {
+                slices.entry((ns, svc.as_str())).or_default().push(s);
+            }
+        }
+        let mut grants: HashMap<&str, Vec<&ReferenceGrant>> = HashMap::new();
+        for g in &snapshot.reference_grants {
+            if let Some(ns) = g.metadata.namespace.as_deref() {
+                grants.entry(ns).or_default().push(g);
+            }
+        }
+        Resolver {
+            services,
+            slices,
+            grants,
+            opts,
+        }
+    }
+
+    /// True when a ReferenceGrant in `to_namespace` lets a `from_kind` in `from_namespace` reference the
+    /// core-group `to_kind` named `to_name`.
+    pub(crate) fn granted(
+        &self,
+        from_group: &str,
+        from_kind: &str,
+        from_namespace: &str,
+        to_namespace: &str,
+        to_kind: &str,
+        to_name: &str,
+    ) -> bool {
+        self.grants.get(to_namespace).is_some_and(|grants| {
+            grants.iter().any(|g| {
+                g.spec
+                    .from
+                    .iter()
+                    .any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_namespace)
+                    && g.spec.to.iter().any(|t| {
+                        t.group.is_empty()
+                            && t.kind == to_kind
+                            && t.name.as_deref().is_none_or(|n| n == to_name)
+                    })
+            })
+        })
+    }
+
+    /// Resolves one reference made by a route of `route_kind` in `route_namespace`.
+    pub(crate) fn resolve(
+        &self,
+        target: &ObjectRef,
+        route_kind: RouteKind,
+        route_namespace: &str,
+    ) -> (Target, Option<RefProblem>) {
+        let namespace = target.namespace.as_deref().unwrap_or(route_namespace);
+        let name = target.name.as_str();
+        let port_suffix = target.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let service_url = format!(
+            "http://{name}.{namespace}.svc.{}{port_suffix}",
+            self.opts.cluster_domain
+        );
+        let fail = |status: i32, problem: Option<RefProblem>| {
+            let target = Target {
+                urls: vec![service_url.clone()],
+                expanded: false,
+                service_url: service_url.clone(),
+                protocol: String::new(),
+                websocket: false,
+                unavailable_status: status,
+            };
+            (target, problem)
+        };
+        let describe = format!("{namespace}/{name}");
+        if !(target.group.is_empty() && target.kind == "Service") {
+            let group = if target.group.is_empty() {
+                "core"
+            } else {
+                target.group.as_str()
+            };
+            return fail(
+                500,
+                Some(RefProblem {
+                    reason: "InvalidKind",
+                    message: format!(
+                        "backendRef {describe}: kind {}/{} is not supported",
+                        group, target.kind
+                    ),
+                }),
+            );
+        }
+        if namespace != route_namespace
+            && !self.granted(
+                GATEWAY_GROUP,
+                route_kind.kind(),
+                route_namespace,
+                namespace,
+                "Service",
+                name,
+            )
+        {
+            return fail(
+                500,
+                Some(RefProblem {
+                    reason: "RefNotPermitted",
+                    message: format!(
+                        "backendRef {describe}: no ReferenceGrant in namespace {namespace} allows it"
+                    ),
+                }),
+            );
+        }
+        let not_found = |message: String| {
+            fail(
+                500,
+                Some(RefProblem {
+                    reason: "BackendNotFound",
+                    message,
+                }),
+            )
+        };
+        let Some(service) = self.services.get(&(namespace, name)) else {
+            return not_found(format!("backendRef {describe}: Service not found"));
+        };
+        let spec = service.spec.clone().unwrap_or_default();
+        let Some(port) = target.port else {
+            return not_found(format!("backendRef {describe}: port is required for a Service"));
+        };
+        let Some(service_port) = spec.ports.iter().flatten().find(|p| p.port == port) else {
+            return not_found(format!("backendRef {describe}: port {port} not found"));
+        };
+        let mut resolved = Target {
+            urls: vec![service_url.clone()],
+            expanded: false,
+            service_url: service_url.clone(),
+            protocol: String::new(),
+            websocket: false,
+            unavailable_status: 0,
+        };
+        match service_port.app_protocol.as_deref() {
+            None | Some("" | "http" | "HTTP") => {}
+            Some("kubernetes.io/h2c") => resolved.protocol = "h2c".to_owned(),
+            Some("kubernetes.io/ws") => resolved.websocket = true,
+            // TLS towards the backend needs a BackendTLSPolicy, which this translation does not read: fail
+            // closed as the spec requires for a TLS backend without a policy.
+            Some("kubernetes.io/wss" | "https" | "HTTPS") => {
+                resolved.websocket = service_port.app_protocol.as_deref() == Some("kubernetes.io/wss");
+                resolved.unavailable_status = 502;
+                return (resolved, None);
+            }
+            Some(other) => {
+                return fail(
+                    500,
+                    Some(RefProblem {
+                        reason: "UnsupportedProtocol",
+                        message: format!("backendRef {describe}: appProtocol {other:?} is not supported"),
+                    }),
+                );
+            }
+        }
+        if route_kind == RouteKind::Grpc {
+            resolved.protocol = "h2c".to_owned();
+        }
+        if spec.type_.as_deref() == Some("ExternalName") {
+            let host = spec.external_name.unwrap_or_default();
+            resolved.urls = vec![format!("http://{host}:{port}")];
+            resolved.service_url = resolved.urls[0].clone();
+            return (resolved, None);
+        }
+        if self.opts.backend_resolution == BackendResolution::Dns {
+            return (resolved, None);
+        }
+        let Some(slices) = self.slices.get(&(namespace, name)) else {
+            if spec.cluster_ip.as_deref() == Some("None") {
+                // A headless Service has no virtual IP to fall back to.
+                resolved.unavailable_status = 503;
+            }
+            return (resolved, None);
+        };
+        let mut endpoints: Vec<(String, i32)> = Vec::new();
+        for slice in slices {
+            let slice_port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or("") == service_port.name.as_deref().unwrap_or(""));
+            let Some(target_port) = slice_port.and_then(|p| p.port) else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if ready {
+                    for address in &endpoint.addresses {
+                        endpoints.push((address.clone(), target_port));
+                    }
+                }
+            }
+        }
+        endpoints.sort();
+        endpoints.dedup();
+        if endpoints.is_empty() {
+            resolved.unavailable_status = 503;
+            return (resolved, None);
+        }
+        resolved.urls = endpoints
+            .iter()
+            .map(|(ip, port)| {
+                if ip.contains(':') {
+                    format!("http://[{ip}]:{port}")
+                } else {
+                    format!("http://{ip}:{port}")
+                }
+            })
+            .collect();
+        resolved.expanded = true;
+        (resolved, None)
+    }
+}
+
+/// One rule's backends after resolution: per ref, its weight, target and backend-level filters.
+pub(crate) struct ResolvedBackend {
+    pub weight: i32,
+    pub target: Target,
+    pub filters: Vec<wire::RouteFilter>,
+    /// A backend-level filter could not be honoured: this backend fails closed with 500.
+    pub filter_failed: bool,
+}
+
+/// Expands endpoints into backends and scales weights so each ref keeps its share (`controller.md` §5.2):
+/// an endpoint gets its ref's weight, every other backend is multiplied by the number of endpoints, then all
+/// positive weights are divided by their GCD and capped at 2^31−1.
+pub(crate) fn weighted_backends(refs: Vec<ResolvedBackend>) -> Vec<wire::BackendRef> {
+    let refs: Vec<ResolvedBackend> = refs
+        .into_iter()
+        // A weight-0 ref that would be invalid carries no traffic and no signal.
+        .filter(|r| !(r.weight <= 0 && (r.target.unavailable_status != 0 || r.filter_failed)))
+        .collect();
+    let expands = |r: &ResolvedBackend| {
+        r.weight > 0 && r.target.unavailable_status == 0 && !r.filter_failed && r.target.expanded
+    };
+    let counts: Vec<u128> = refs
+        .iter()
+        .map(|r| {
+            if expands(r) {
+                r.target.urls.len().max(1) as u128
+            } else {
+                1
+            }
+        })
+        .collect();
+    let mut out: Vec<(wire::BackendRef, u128)> = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let others: u128 = counts
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .fold(1u128, |acc, (_, n)| acc.saturating_mul(*n));
+        let weight = u128::try_from(r.weight.max(0))
+            .unwrap_or(0)
+            .saturating_mul(others);
+        let unavailable_status = if r.filter_failed {
+            500
+        } else {
+            r.target.unavailable_status
+        };
+        let urls: Vec<&String> = if expands(r) {
+            r.target.urls.iter().collect()
+        } else if r.weight <= 0 {
+            vec![&r.target.service_url]
+        } else {
+            r.target.urls.iter().take(1).collect()
+        };
+        for url in urls {
+            out.push((
+                wire::BackendRef {
+                    url: url.clone(),
+                    weight: 0,
+                    protocol: r.target.protocol.clone(),
+                    tls: None,
+                    filters: r.filters.clone(),
+                    websocket: r.target.websocket,
+                    unavailable_status,
+                },
+                weight,
+            ));
+        }
+    }
+    let divisor = out
+        .iter()
+        .map(|(_, w)| *w)
+        .filter(|w| *w > 0)
+        .fold(0u128, gcd)
+        .max(1);
+    out.into_iter()
+        .map(|(mut b, w)| {
+            b.weight = i32::try_from(w / divisor).unwrap_or(i32::MAX);
+            b
+        })
+        .collect()
+}
+
+fn gcd(a: u128, b: u128) -> u128 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}

@@ -1,0 +1,89 @@
+//! The report of `tunnelgate routes check`: what the controller would do with a set of objects.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+use crate::{GATEWAY_API_VERSION, Snapshot, TranslateOptions, Translation, translate};
+
+/// `{"config": <document>, "objects": [{apiVersion, kind, metadata: {namespace, name}, status}]}` plus the
+/// routes that are not healthy (not Accepted, or with unresolved refs, on any of our parents).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckReport {
+    pub document: Value,
+    /// `"<kind> <namespace>/<name>"` of every route that is not Accepted or has unresolved refs.
+    pub unhealthy_routes: Vec<String>,
+}
+
+/// Translates `snapshot` and reports, for every GatewayClass, Gateway, HTTPRoute and GRPCRoute read, the
+/// status the controller would write (`null` for objects that are not ours).
+pub fn check(snapshot: &Snapshot, opts: &TranslateOptions) -> CheckReport {
+    let translation = translate(snapshot, opts);
+    report(snapshot, &translation, &opts.controller_name)
+}
+
+/// The report for an existing translation of `snapshot`.
+pub fn report(snapshot: &Snapshot, translation: &Translation, controller_name: &str) -> CheckReport {
+    let mut objects = Vec::new();
+    let mut unhealthy_routes = Vec::new();
+    let mut read: Vec<(&str, Option<&str>, &str)> = Vec::new();
+    read.extend(
+        snapshot
+            .gateway_classes
+            .iter()
+            .map(|o| ("GatewayClass", None, name(&o.metadata.name))),
+    );
+    let mut gateways: Vec<_> = snapshot
+        .gateways
+        .iter()
+        .map(|o| namespaced("Gateway", &o.metadata))
+        .collect();
+    let mut http: Vec<_> = snapshot
+        .http_routes
+        .iter()
+        .map(|o| namespaced("HTTPRoute", &o.metadata))
+        .collect();
+    let mut grpc: Vec<_> = snapshot
+        .grpc_routes
+        .iter()
+        .map(|o| namespaced("GRPCRoute", &o.metadata))
+        .collect();
+    read.sort();
+    gateways.sort();
+    http.sort();
+    grpc.sort();
+    read.extend(gateways);
+    read.extend(http);
+    read.extend(grpc);
+    for (kind, namespace, object_name) in read {
+        let status = translation
+            .statuses
+            .iter()
+            .find(|s| s.kind == kind && s.namespace.as_deref() == namespace && s.name == object_name);
+        if kind.ends_with("Route") && !status.is_some_and(|s| s.route_is_healthy(controller_name)) {
+            unhealthy_routes.push(format!("{kind} {}/{object_name}", namespace.unwrap_or("")));
+        }
+        let mut metadata = json!({ "name": object_name });
+        if let Some(ns) = namespace {
+            metadata["namespace"] = json!(ns);
+        }
+        objects.push(json!({
+            "apiVersion": GATEWAY_API_VERSION,
+            "kind": kind,
+            "metadata": metadata,
+            "status": status.map(|s| s.status.clone()).unwrap_or(Value::Null),
+        }));
+    }
+    let config = serde_json::to_value(&translation.config).unwrap_or(Value::Null);
+    CheckReport {
+        document: json!({ "config": config, "objects": objects }),
+        unhealthy_routes,
+    }
+}
+
+fn namespaced<'a>(kind: &'static str, meta: &'a ObjectMeta) -> (&'static str, Option<&'a str>, &'a str) {
+    (kind, Some(name(&meta.namespace)), name(&meta.name))
+}
+
+fn name(field: &Option<String>) -> &str {
+    field.as_deref().unwrap_or("")
+}
