@@ -1,0 +1,360 @@
+//! The sync: one reconcile of everything, in the kube-rs `reconcile(Arc<Ctx>) -> Result<Action>` /
+//! `error_policy` shape, keyed by the single "sync" key of controller.md §1 rather than by object.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::runtime::reflector::ObjectRef;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tunnelgate_gateway::{ObjectStatus, Snapshot, TranslateOptions, translate};
+
+use crate::Error;
+use crate::debounce::{Debouncer, Trigger};
+use crate::discovery::{targets_from_slices, targets_from_urls};
+use crate::metrics::{Metrics, StatusLabel, TypeValue};
+use crate::options::{ControllerOptions, ObjectName, ProxyTargets};
+use crate::push::Pusher;
+use crate::status;
+use crate::watch::Stores;
+
+/// Status writes in flight at once.
+const PARALLEL_STATUS_WRITES: usize = 8;
+
+/// What the sync loop does after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    /// Run again after this long even without a change.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Action {
+    pub fn await_change() -> Self {
+        Self { requeue_after: None }
+    }
+
+    pub fn requeue(after: Duration) -> Self {
+        Self {
+            requeue_after: Some(after),
+        }
+    }
+}
+
+/// Everything a reconcile reads and drives.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    pub pusher: Pusher,
+    pub opts: ControllerOptions,
+    pub metrics: Arc<Metrics>,
+    pub trigger: Trigger,
+    /// `status.addresses` of our Gateways (from the tunnel token, or the proxy Service DNS name).
+    pub gateway_addresses: watch::Receiver<Vec<String>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// Rebuilds the document and all status from the caches, pushes the document and writes the status that changed.
+pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
+    let targets = match &ctx.opts.proxy_targets {
+        ProxyTargets::Service { service, port } => {
+            let slices = ctx.stores.endpoint_slices.state();
+            targets_from_slices(slices.iter().map(|s| s.as_ref()), service, port)
+        }
+        ProxyTargets::Urls(urls) => targets_from_urls(urls).await,
+    };
+
+    let snapshot = ctx.stores.snapshot();
+    let generations = our_gateway_generations(&snapshot, &ctx.opts.controller_name);
+    let before = ctx.pusher.view();
+    let acknowledged = generations
+        .iter()
+        .all(|(gw, g)| before.acked_generations.get(gw).is_some_and(|a| a >= g));
+    let now = Time(Timestamp::now());
+    let options = TranslateOptions {
+        controller_name: ctx.opts.controller_name.clone(),
+        cluster_domain: ctx.opts.cluster_domain.clone(),
+        now: now.clone(),
+        config_acknowledged: acknowledged,
+        gateway_addresses: ctx.gateway_addresses.borrow().clone(),
+        ..TranslateOptions::default()
+    };
+    let translation = translate(&snapshot, &options);
+    record_document_metrics(
+        &ctx.metrics,
+        &translation.config,
+        &translation.statuses,
+        &ctx.opts.controller_name,
+    );
+
+    // Push first: the document is what serves traffic, status can follow.
+    ctx.pusher.publish(translation.config, generations)?;
+    ctx.pusher.set_targets(&targets);
+
+    let view = ctx.pusher.view();
+    let mut writes = Vec::new();
+    let mut seen_routes = BTreeSet::new();
+    for mut object in translation.statuses {
+        let (current, generation) = current_status(&ctx.stores, &object);
+        if object.kind == "HTTPRoute" {
+            seen_routes.insert((object.namespace.clone().unwrap_or_default(), object.name.clone()));
+        }
+        status::add_config_pushed(
+            &mut object,
+            current.as_ref(),
+            generation,
+            &view,
+            &ctx.opts.controller_name,
+            &now,
+        );
+        if status::needs_write(
+            &object.kind,
+            current.as_ref(),
+            &object.status,
+            &ctx.opts.controller_name,
+        ) {
+            writes.push(object);
+        }
+    }
+    writes.extend(detached_routes(
+        &ctx.stores,
+        &seen_routes,
+        &ctx.opts.controller_name,
+    ));
+    let failed = write_statuses(&ctx, writes).await;
+    if failed > 0 {
+        return Err(Error::StatusWrites(failed));
+    }
+    Ok(Action::await_change())
+}
+
+/// On failure: count it and try the whole sync again shortly.
+pub fn error_policy(error: &Error, ctx: &Context) -> Action {
+    let kind = match error {
+        Error::StatusWrites(_) => "status_write",
+        Error::Json(_) => "serialize",
+        Error::Kube(_) => "kubernetes",
+        _ => "other",
+    };
+    ctx.metrics.sync_error(kind);
+    tracing::warn!(error = %error, "sync failed; retrying in 5s");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Debounces triggers into reconciles, forever.
+pub async fn run_sync_loop(ctx: Arc<Context>) {
+    let mut debouncer = Debouncer::new(
+        ctx.trigger.clone(),
+        ctx.opts.debounce,
+        ctx.opts.debounce_max_delay,
+    );
+    let mut requeue: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        debouncer.next_sync().await;
+        if let Some(r) = requeue.take() {
+            r.abort();
+        }
+        let started = Instant::now();
+        let result = reconcile(ctx.clone()).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let action = match result {
+            Ok(action) => {
+                ctx.metrics
+                    .sync_duration
+                    .get_or_create(&StatusLabel {
+                        status: "success".into(),
+                    })
+                    .observe(elapsed);
+                ctx.metrics.reconcile("success");
+                action
+            }
+            Err(e) => {
+                ctx.metrics
+                    .sync_duration
+                    .get_or_create(&StatusLabel {
+                        status: "error".into(),
+                    })
+                    .observe(elapsed);
+                ctx.metrics.reconcile("error");
+                error_policy(&e, &ctx)
+            }
+        };
+        if let Some(after) = action.requeue_after {
+            let trigger = ctx.trigger.clone();
+            requeue = Some(tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                trigger.fire();
+            }));
+        }
+    }
+}
+
+/// `metadata.generation` of every Gateway whose class is ours.
+pub fn our_gateway_generations(snapshot: &Snapshot, controller_name: &str) -> BTreeMap<ObjectName, i64> {
+    let classes: BTreeSet<&str> = snapshot
+        .gateway_classes
+        .iter()
+        .filter(|c| c.spec.controller_name == controller_name)
+        .filter_map(|c| c.metadata.name.as_deref())
+        .collect();
+    snapshot
+        .gateways
+        .iter()
+        .filter(|g| classes.contains(g.spec.gateway_class_name.as_str()))
+        .filter_map(|g| {
+            let key = ObjectName::new(g.metadata.namespace.clone()?, g.metadata.name.clone()?);
+            Some((key, g.metadata.generation.unwrap_or(0)))
+        })
+        .collect()
+}
+
+fn current_status(stores: &Stores, object: &ObjectStatus) -> (Option<Value>, Option<i64>) {
+    fn read<K>(
+        store: &kube::runtime::reflector::Store<K>,
+        object: &ObjectStatus,
+        status: impl Fn(&K) -> Option<Value>,
+    ) -> (Option<Value>, Option<i64>)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let mut key = ObjectRef::<K>::new(&object.name);
+        if let Some(ns) = &object.namespace {
+            key = key.within(ns);
+        }
+        match store.get(&key) {
+            Some(obj) => (status(&obj), obj.meta().generation),
+            None => (None, None),
+        }
+    }
+    fn json<T: serde::Serialize>(status: Option<&T>) -> Option<Value> {
+        status.and_then(|s| serde_json::to_value(s).ok())
+    }
+    match object.kind.as_str() {
+        "GatewayClass" => read(&stores.gateway_classes, object, |o| json(o.status.as_ref())),
+        "Gateway" => read(&stores.gateways, object, |o| json(o.status.as_ref())),
+        "HTTPRoute" => read(&stores.http_routes, object, |o| json(o.status.as_ref())),
+        "GRPCRoute" => read(&stores.grpc_routes, object, |o| json(o.status.as_ref())),
+        _ => (None, None),
+    }
+}
+
+/// HTTPRoutes that still carry our parent entries but were not in the translation: ours are removed.
+fn detached_routes(
+    stores: &Stores,
+    seen: &BTreeSet<(String, String)>,
+    controller_name: &str,
+) -> Vec<ObjectStatus> {
+    stores
+        .http_routes
+        .state()
+        .iter()
+        .filter_map(|route| {
+            let ns = route.metadata.namespace.clone()?;
+            let name = route.metadata.name.clone()?;
+            if seen.contains(&(ns.clone(), name.clone())) {
+                return None;
+            }
+            let current = serde_json::to_value(route.status.as_ref()?).ok()?;
+            let status = status::without_our_parents(&current, controller_name)?;
+            Some(ObjectStatus {
+                api_version: tunnelgate_gateway::GATEWAY_API_VERSION.to_owned(),
+                kind: "HTTPRoute".to_owned(),
+                namespace: Some(ns),
+                name,
+                status,
+            })
+        })
+        .collect()
+}
+
+async fn write_statuses(ctx: &Context, writes: Vec<ObjectStatus>) -> usize {
+    let results = futures::stream::iter(writes)
+        .map(|object| async move {
+            let result = status::write(&ctx.client, &object).await;
+            (object, result)
+        })
+        .buffer_unordered(PARALLEL_STATUS_WRITES)
+        .collect::<Vec<_>>()
+        .await;
+    let mut failed = 0;
+    for (object, result) in results {
+        match result {
+            Ok(()) => {
+                tracing::debug!(kind = %object.kind, namespace = ?object.namespace, name = %object.name, "status written");
+                ctx.metrics.status_write(&object.kind, "success");
+            }
+            // The object went away between the cache read and the write: nothing to report on.
+            Err(kube::Error::Api(s)) if s.is_not_found() => {
+                ctx.metrics.status_write(&object.kind, "not_found")
+            }
+            Err(e) => {
+                tracing::warn!(kind = %object.kind, namespace = ?object.namespace, name = %object.name, error = %e, "status write failed");
+                ctx.metrics.status_write(&object.kind, "error");
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+fn record_document_metrics(
+    metrics: &Metrics,
+    config: &tunnelgate_config::Config,
+    statuses: &[ObjectStatus],
+    controller_name: &str,
+) {
+    let unavailable = config
+        .rules
+        .iter()
+        .map(|r| r.backends.iter().filter(|b| b.unavailable_status != 0).count())
+        .sum::<usize>();
+    metrics
+        .failed_backend_refs
+        .get_or_create(&TypeValue {
+            r#type: "unavailable".into(),
+        })
+        .set(to_i64(unavailable));
+    for kind in ["HTTPRoute", "GRPCRoute"] {
+        let routes: Vec<&ObjectStatus> = statuses.iter().filter(|s| s.kind == kind).collect();
+        metrics
+            .synced_routes
+            .get_or_create(&TypeValue { r#type: kind.into() })
+            .set(to_i64(routes.len()));
+    }
+    let routes = statuses
+        .iter()
+        .filter(|s| s.kind == "HTTPRoute" || s.kind == "GRPCRoute");
+    let (healthy, unhealthy) = routes.fold((0usize, 0usize), |(h, u), s| {
+        if s.route_is_healthy(controller_name) {
+            (h + 1, u)
+        } else {
+            (h, u + 1)
+        }
+    });
+    metrics
+        .routes_by_status
+        .get_or_create(&StatusLabel {
+            status: "accepted_resolved".into(),
+        })
+        .set(to_i64(healthy));
+    metrics
+        .routes_by_status
+        .get_or_create(&StatusLabel {
+            status: "not_accepted_or_unresolved".into(),
+        })
+        .set(to_i64(unhealthy));
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
