@@ -7,14 +7,17 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fixed hop-by-hop names removed in both directions. `te` is handled separately (`te: trailers` is kept).
-const HOP_BY_HOP: [HeaderName; 7] = [
+///
+/// `Trailer` is deliberately not in the list although routing.md §7.2 names it: an HTTP/1.1 hop can only carry
+/// trailer fields that a `Trailer` header declared (hyper drops undeclared ones), so removing it would break
+/// trailer relay between HTTP/1.1 peers.
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TRANSFER_ENCODING,
-    header::TRAILER,
 ];
 
 /// Removes hop-by-hop headers: every header named in `Connection`, the fixed list, `Upgrade` and `TE` except

@@ -37,6 +37,8 @@ pub struct BackendOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bind this address instead of an ephemeral loopback port.
     pub addr: Option<SocketAddr>,
+    /// Wait this long before answering any request.
+    pub delay: Option<Duration>,
 }
 
 /// What a request looked like when it reached the backend.
@@ -66,6 +68,7 @@ pub struct Echo(pub serde_json::Value);
 #[derive(Clone)]
 struct Shared {
     name: Arc<str>,
+    delay: Option<Duration>,
     requests: Arc<AtomicUsize>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
 }
@@ -85,6 +88,7 @@ impl Backend {
         let connections = Arc::new(AtomicUsize::new(0));
         let shared = Shared {
             name: Arc::from(name),
+            delay: options.delay,
             requests: Arc::new(AtomicUsize::new(0)),
             recorded: Arc::new(Mutex::new(Vec::new())),
         };
@@ -219,6 +223,9 @@ impl Echo {
 
 async fn handle(shared: Shared, mut req: Request<Incoming>) -> Response<Body> {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(delay) = shared.delay {
+        tokio::time::sleep(delay).await;
+    }
     let query = req.uri().query().unwrap_or("").to_owned();
     if let Some(ms) = query_value(&query, "delay").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -312,7 +319,13 @@ async fn handle(shared: Shared, mut req: Request<Incoming>) -> Response<Body> {
             Ok(Frame::trailers(out)),
         ];
         let stream = futures::stream::iter(frames);
-        return Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        // HTTP/1.1 only carries trailer fields that were declared up front.
+        resp.headers_mut().insert(
+            "trailer",
+            HeaderValue::from_static("x-checksum, x-backend-trailer"),
+        );
+        return resp;
     }
 
     let mut headers = serde_json::Map::new();

@@ -7,16 +7,15 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper_util::client::legacy::Client as Legacy;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// Request body type of [`Client`].
 pub type ClientBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// HTTP/1.1 and h2c clients sharing nothing but a name.
+/// An HTTP/1.1 keep-alive client, plus h2c on demand.
 #[derive(Clone)]
 pub struct Client {
     h1: Legacy<HttpConnector, ClientBody>,
-    h2: Legacy<HttpConnector, ClientBody>,
 }
 
 /// A complete response.
@@ -39,10 +38,7 @@ impl Client {
         let h1 = Legacy::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build_http();
-        let h2 = Legacy::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
-        Self { h1, h2 }
+        Self { h1 }
     }
 
     /// GET `path` on `addr` with `Host: host`.
@@ -73,18 +69,28 @@ impl Client {
         collect(resp).await
     }
 
-    /// Sends over h2c (prior knowledge) and reads the whole response. The `Host` header becomes `:authority`.
+    /// Sends over h2c (prior knowledge) on a fresh connection to the URI's address and reads the whole response.
+    /// The `Host` header becomes `:authority`.
     pub async fn send_h2(
         &self,
         mut req: Request<ClientBody>,
     ) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+        let addr = req
+            .uri()
+            .authority()
+            .ok_or("request URI needs an authority")?
+            .as_str()
+            .to_owned();
         if let Some(host) = req.headers_mut().remove("host") {
-            let uri = req.uri().clone();
-            let mut parts = uri.into_parts();
+            let mut parts = req.uri().clone().into_parts();
             parts.authority = Some(http::uri::Authority::try_from(host.as_bytes())?);
             *req.uri_mut() = http::Uri::from_parts(parts)?;
         }
-        let resp = self.h2.request(req).await?;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await?;
         collect(resp).await
     }
 }
