@@ -1,8 +1,11 @@
 //! Validation and compilation of a config document (config-api.md §5) into checked domain types.
 //!
 //! The walk follows the schema's field order, so errors come out in document order, each with its JSON path.
+//! The path is kept as one string that grows and shrinks with the walk, so a valid document builds no path
+//! strings at all.
 
 use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +33,8 @@ const MAX_HOSTNAME_LEN: usize = 255;
 
 struct Compiler {
     errors: Vec<FieldError>,
+    /// JSON path of the value being compiled.
+    path: String,
     upstreams: HashMap<Arc<Upstream>, bool>,
     /// Upstreams in first-seen order, with whether anything may dial them.
     upstream_order: Vec<Arc<Upstream>>,
@@ -38,16 +43,17 @@ struct Compiler {
 pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> {
     let mut cx = Compiler {
         errors: Vec::new(),
+        path: String::with_capacity(64),
         upstreams: HashMap::new(),
         upstream_order: Vec::new(),
     };
     if cfg.version < 0 {
-        cx.error("version".to_owned(), "version must be >= 0");
+        cx.error_at(format_args!("version"), "version must be >= 0");
     }
     let mut rules = Vec::with_capacity(cfg.rules.len());
     let mut hosts = Vec::with_capacity(cfg.rules.len());
     for (i, rule) in cfg.rules.iter().enumerate() {
-        let (compiled, patterns) = cx.rule(&format!("rules[{i}]"), rule);
+        let (compiled, patterns) = cx.within(format_args!("rules[{i}]"), |cx| cx.rule(rule));
         rules.push(compiled);
         hosts.push(patterns);
     }
@@ -64,19 +70,35 @@ pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> 
 }
 
 impl Compiler {
-    fn error(&mut self, path: String, message: impl Into<String>) {
+    /// Records an error at the current path.
+    fn error(&mut self, message: impl Into<String>) {
         self.errors.push(FieldError {
-            path,
+            path: self.path.clone(),
             message: message.into(),
         });
     }
 
-    fn rule(&mut self, path: &str, rule: &config::RouteRule) -> (Rule, Vec<HostPattern>) {
+    /// Records an error at the current path extended by `segment` (`.field` or `[n]`).
+    fn error_at(&mut self, segment: fmt::Arguments<'_>, message: impl Into<String>) {
+        self.within(segment, |cx| cx.error(message));
+    }
+
+    /// Runs `f` with the path extended by `segment`.
+    fn within<R>(&mut self, segment: fmt::Arguments<'_>, f: impl FnOnce(&mut Self) -> R) -> R {
+        let mark = self.path.len();
+        // Writing to a String cannot fail.
+        let _ = self.path.write_fmt(segment);
+        let out = f(self);
+        self.path.truncate(mark);
+        out
+    }
+
+    fn rule(&mut self, rule: &config::RouteRule) -> (Rule, Vec<HostPattern>) {
         let mut patterns = Vec::with_capacity(rule.hostnames.len());
         for (j, raw) in rule.hostnames.iter().enumerate() {
             match HostPattern::parse(raw).filter(|_| raw.len() <= MAX_HOSTNAME_LEN) {
                 Some(pattern) => patterns.push(pattern),
-                None => self.error(format!("{path}.hostnames[{j}]"), "invalid hostname"),
+                None => self.error_at(format_args!(".hostnames[{j}]"), "invalid hostname"),
             }
         }
         let arms = if rule.matches.is_empty() {
@@ -85,19 +107,20 @@ impl Compiler {
             rule.matches
                 .iter()
                 .enumerate()
-                .map(|(k, m)| self.arm(&format!("{path}.matches[{k}]"), m))
+                .map(|(k, m)| self.within(format_args!(".matches[{k}]"), |cx| cx.arm(m)))
                 .collect()
         };
-        let filters = self.filters(&format!("{path}.filters"), &rule.filters);
+        let filters = self.within(format_args!(".filters"), |cx| cx.filters(&rule.filters));
         let backends: Vec<Backend> = rule
             .backends
             .iter()
             .enumerate()
-            .map(|(b, backend)| self.backend(&format!("{path}.backends[{b}]"), backend))
+            .map(|(b, backend)| self.within(format_args!(".backends[{b}]"), |cx| cx.backend(backend)))
             .collect();
-        let timeout = self.timeouts(&format!("{path}.timeouts"), &rule.timeouts);
-        let unavailable_status =
-            self.unavailable_status(&format!("{path}.unavailableStatus"), rule.unavailable_status);
+        let timeout = self.within(format_args!(".timeouts"), |cx| cx.timeouts(&rule.timeouts));
+        let unavailable_status = self.within(format_args!(".unavailableStatus"), |cx| {
+            cx.unavailable_status(rule.unavailable_status)
+        });
         let weights = WeightTable::new(backends.iter().map(|b| b.weight));
         let compiled = Rule {
             hostnames: patterns.iter().map(HostPattern::label).collect(),
@@ -111,28 +134,31 @@ impl Compiler {
         (compiled, patterns)
     }
 
-    fn arm(&mut self, path: &str, m: &config::RouteMatch) -> Arm {
+    fn arm(&mut self, m: &config::RouteMatch) -> Arm {
         let path_condition = match &m.path {
             None => Arm::match_all().path,
-            Some(p) => self.path_match(&format!("{path}.path.value"), p),
+            Some(p) => self.within(format_args!(".path.value"), |cx| cx.path_match(p)),
         };
         let mut headers: Vec<HeaderCondition> = Vec::with_capacity(m.headers.len());
         for (n, h) in m.headers.iter().enumerate() {
-            let at = format!("{path}.headers[{n}]");
-            let name = if h.name.is_empty() {
-                self.error(format!("{at}.name"), "header name must not be empty");
-                None
-            } else {
-                match HeaderName::from_bytes(h.name.as_bytes()) {
-                    Ok(name) => Some(name),
-                    Err(_) => {
-                        self.error(format!("{at}.name"), "invalid header name");
-                        None
+            let condition = self.within(format_args!(".headers[{n}]"), |cx| {
+                let name = if h.name.is_empty() {
+                    cx.error_at(format_args!(".name"), "header name must not be empty");
+                    None
+                } else {
+                    match HeaderName::from_bytes(h.name.as_bytes()) {
+                        Ok(name) => Some(name),
+                        Err(_) => {
+                            cx.error_at(format_args!(".name"), "invalid header name");
+                            None
+                        }
                     }
-                }
-            };
-            let value = self.value_match(&format!("{at}.value"), h.kind, &h.value);
-            if let (Some(name), Some(value)) = (name, value)
+                };
+                let value = cx.within(format_args!(".value"), |cx| cx.value_match(h.kind, &h.value));
+                name.zip(value)
+            });
+            // Only the first entry of a name counts (Gateway API).
+            if let Some((name, value)) = condition
                 && !headers.iter().any(|c| c.name == name)
             {
                 headers.push(HeaderCondition { name, value });
@@ -140,11 +166,12 @@ impl Compiler {
         }
         let mut query: Vec<QueryCondition> = Vec::with_capacity(m.query_params.len());
         for (n, q) in m.query_params.iter().enumerate() {
-            let at = format!("{path}.queryParams[{n}]");
-            if q.name.is_empty() {
-                self.error(format!("{at}.name"), "query parameter name must not be empty");
-            }
-            let value = self.value_match(&format!("{at}.value"), q.kind, &q.value);
+            let value = self.within(format_args!(".queryParams[{n}]"), |cx| {
+                if q.name.is_empty() {
+                    cx.error_at(format_args!(".name"), "query parameter name must not be empty");
+                }
+                cx.within(format_args!(".value"), |cx| cx.value_match(q.kind, &q.value))
+            });
             if let Some(value) = value
                 && !q.name.is_empty()
                 && !query.iter().any(|c| c.name == q.name)
@@ -161,7 +188,7 @@ impl Compiler {
             match Method::from_bytes(m.method.as_bytes()) {
                 Ok(method) => Some(method),
                 Err(_) => {
-                    self.error(format!("{path}.method"), "invalid method");
+                    self.error_at(format_args!(".method"), "invalid method");
                     None
                 }
             }
@@ -174,15 +201,15 @@ impl Compiler {
         }
     }
 
-    fn path_match(&mut self, at: &str, p: &config::PathMatch) -> PathCondition {
+    fn path_match(&mut self, p: &config::PathMatch) -> PathCondition {
         let fallback = Arm::match_all().path;
         if p.value.is_empty() {
-            self.error(at.to_owned(), "path value must not be empty");
+            self.error("path value must not be empty");
             return fallback;
         }
         match p.kind {
             PathMatchType::Exact | PathMatchType::PathPrefix if !p.value.starts_with('/') => {
-                self.error(at.to_owned(), "path value must start with \"/\"");
+                self.error("path value must start with \"/\"");
                 fallback
             }
             PathMatchType::Exact => PathCondition::Exact(p.value.clone()),
@@ -194,7 +221,7 @@ impl Compiler {
                 {
                     Ok(re) => PathCondition::RegularExpression(re),
                     Err(e) => {
-                        self.error(at.to_owned(), regex_message(&e));
+                        self.error(regex_message(&e));
                         fallback
                     }
                 }
@@ -202,7 +229,7 @@ impl Compiler {
         }
     }
 
-    fn value_match(&mut self, at: &str, kind: ValueMatchType, value: &str) -> Option<ValueCondition> {
+    fn value_match(&mut self, kind: ValueMatchType, value: &str) -> Option<ValueCondition> {
         match kind {
             ValueMatchType::Exact => Some(ValueCondition::Exact(value.as_bytes().to_vec())),
             ValueMatchType::RegularExpression => {
@@ -212,7 +239,7 @@ impl Compiler {
                 {
                     Ok(re) => Some(ValueCondition::RegularExpression(re)),
                     Err(e) => {
-                        self.error(at.to_owned(), regex_message(&e));
+                        self.error(regex_message(&e));
                         None
                     }
                 }
@@ -220,105 +247,112 @@ impl Compiler {
         }
     }
 
-    fn filters(&mut self, path: &str, filters: &[config::RouteFilter]) -> Vec<Filter> {
+    fn filters(&mut self, filters: &[config::RouteFilter]) -> Vec<Filter> {
         filters
             .iter()
             .enumerate()
-            .filter_map(|(f, filter)| self.filter(&format!("{path}[{f}]"), filter))
+            .filter_map(|(f, filter)| self.within(format_args!("[{f}]"), |cx| cx.filter(filter)))
             .collect()
     }
 
-    fn filter(&mut self, path: &str, filter: &config::RouteFilter) -> Option<Filter> {
-        let missing = |cx: &mut Compiler, field: &str| {
-            cx.error(format!("{path}.{field}"), format!("missing {field} payload"));
+    fn filter(&mut self, filter: &config::RouteFilter) -> Option<Filter> {
+        fn missing<T>(cx: &mut Compiler, field: &str) -> Option<T> {
+            cx.error_at(format_args!(".{field}"), format!("missing {field} payload"));
             None
-        };
+        }
         match filter.kind {
             FilterType::RequestHeaderModifier => match &filter.request_header_modifier {
                 Some(m) => Some(Filter::RequestHeaderModifier(
-                    self.header_modifier(&format!("{path}.requestHeaderModifier"), m),
+                    self.within(format_args!(".requestHeaderModifier"), |cx| cx.header_modifier(m)),
                 )),
                 None => missing(self, "requestHeaderModifier"),
             },
             FilterType::ResponseHeaderModifier => match &filter.response_header_modifier {
                 Some(m) => Some(Filter::ResponseHeaderModifier(
-                    self.header_modifier(&format!("{path}.responseHeaderModifier"), m),
+                    self.within(format_args!(".responseHeaderModifier"), |cx| {
+                        cx.header_modifier(m)
+                    }),
                 )),
                 None => missing(self, "responseHeaderModifier"),
             },
             FilterType::RequestRedirect => match &filter.request_redirect {
                 Some(r) => self
-                    .redirect(&format!("{path}.requestRedirect"), r)
+                    .within(format_args!(".requestRedirect"), |cx| cx.redirect(r))
                     .map(Filter::RequestRedirect),
                 None => missing(self, "requestRedirect"),
             },
             FilterType::UrlRewrite => match &filter.url_rewrite {
                 Some(r) => self
-                    .rewrite(&format!("{path}.urlRewrite"), r)
+                    .within(format_args!(".urlRewrite"), |cx| cx.rewrite(r))
                     .map(Filter::UrlRewrite),
                 None => missing(self, "urlRewrite"),
             },
             FilterType::RequestMirror => match &filter.request_mirror {
                 Some(m) => self
-                    .mirror(&format!("{path}.requestMirror"), m)
+                    .within(format_args!(".requestMirror"), |cx| cx.mirror(m))
                     .map(Filter::RequestMirror),
                 None => missing(self, "requestMirror"),
             },
             FilterType::Cors => match &filter.cors {
-                Some(c) => self.cors(&format!("{path}.cors"), c).map(Filter::Cors),
+                Some(c) => self
+                    .within(format_args!(".cors"), |cx| cx.cors(c))
+                    .map(Filter::Cors),
                 None => missing(self, "cors"),
             },
         }
     }
 
-    fn header_modifier(&mut self, path: &str, m: &config::HeaderModifier) -> HeaderModifier {
+    fn header_modifier(&mut self, m: &config::HeaderModifier) -> HeaderModifier {
         let mut out = HeaderModifier::default();
         for (list, entries, target) in [("set", &m.set, &mut out.set), ("add", &m.add, &mut out.add)] {
             for (n, h) in entries.iter().enumerate() {
-                let name = self.header_name(&format!("{path}.{list}[{n}].name"), &h.name);
-                let value = self.header_value(&format!("{path}.{list}[{n}].value"), &h.value);
-                if let (Some(name), Some(value)) = (name, value) {
-                    target.push((name, value));
+                let entry = self.within(format_args!(".{list}[{n}]"), |cx| {
+                    let name = cx.within(format_args!(".name"), |cx| cx.header_name(&h.name));
+                    let value = cx.within(format_args!(".value"), |cx| cx.header_value(&h.value));
+                    name.zip(value)
+                });
+                if let Some(entry) = entry {
+                    target.push(entry);
                 }
             }
         }
         for (n, name) in m.remove.iter().enumerate() {
-            if let Some(name) = self.header_name(&format!("{path}.remove[{n}]"), name) {
+            if let Some(name) = self.within(format_args!(".remove[{n}]"), |cx| cx.header_name(name)) {
                 out.remove.push(name);
             }
         }
         out
     }
 
-    /// An RFC 9110 token, not a pseudo-header.
-    fn header_name(&mut self, at: &str, name: &str) -> Option<HeaderName> {
+    /// An RFC 9110 token; a pseudo-header (`:path`) is not one.
+    fn header_name(&mut self, name: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(name) => Some(name),
             Err(_) => {
-                self.error(at.to_owned(), "invalid header name");
+                self.error("invalid header name");
                 None
             }
         }
     }
 
-    fn header_value(&mut self, at: &str, value: &str) -> Option<HeaderValue> {
+    fn header_value(&mut self, value: &str) -> Option<HeaderValue> {
         match HeaderValue::from_str(value) {
             Ok(value) => Some(value),
             Err(_) => {
-                self.error(at.to_owned(), "invalid header value");
+                self.error("invalid header value");
                 None
             }
         }
     }
 
-    fn redirect(&mut self, path: &str, r: &config::RequestRedirect) -> Option<Redirect> {
+    fn redirect(&mut self, r: &config::RequestRedirect) -> Option<Redirect> {
         let errors_before = self.errors.len();
         let scheme = match r.scheme.as_str() {
             "" => None,
             "http" => Some("http"),
             "https" => Some("https"),
             _ => {
-                self.error(format!("{path}.scheme"), "unsupported redirect scheme");
+                self.error_at(format_args!(".scheme"), "unsupported redirect scheme");
                 None
             }
         };
@@ -327,7 +361,7 @@ impl Compiler {
         } else if valid_redirect_hostname(&r.hostname) {
             Some(r.hostname.clone())
         } else {
-            self.error(format!("{path}.hostname"), "invalid redirect hostname");
+            self.error_at(format_args!(".hostname"), "invalid redirect hostname");
             None
         };
         let port = match r.port {
@@ -335,29 +369,29 @@ impl Compiler {
             p => match u16::try_from(p) {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    self.error(format!("{path}.port"), "port must be within 1..65535");
+                    self.error_at(format_args!(".port"), "port must be within 1..65535");
                     None
                 }
             },
         };
-        let path_modifier = r.path.as_ref().and_then(|p| {
-            let at = format!("{path}.path.value");
-            match p.kind {
-                PathModifierType::ReplaceFullPath => self
-                    .replacement_path(&at, &p.value, false)
+        let path = r.path.as_ref().and_then(|p| {
+            self.within(format_args!(".path.value"), |cx| match p.kind {
+                PathModifierType::ReplaceFullPath => cx
+                    .replacement_path(&p.value, false)
                     .map(PathModifier::ReplaceFullPath),
-                PathModifierType::ReplacePrefixMatch => self
-                    .replacement_path(&at, &p.value, true)
+                PathModifierType::ReplacePrefixMatch => cx
+                    .replacement_path(&p.value, true)
                     .map(PathModifier::ReplacePrefixMatch),
-            }
+            })
         });
         let status = match r.status_code {
             0 => StatusCode::FOUND,
-            301 | 302 | 303 | 307 | 308 => {
-                StatusCode::from_u16(r.status_code as u16).unwrap_or(StatusCode::FOUND)
-            }
+            301 | 302 | 303 | 307 | 308 => u16::try_from(r.status_code)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::FOUND),
             _ => {
-                self.error(format!("{path}.statusCode"), "unsupported redirect status");
+                self.error_at(format_args!(".statusCode"), "unsupported redirect status");
                 StatusCode::FOUND
             }
         };
@@ -366,35 +400,35 @@ impl Compiler {
             scheme,
             hostname,
             port,
-            path: path_modifier,
+            path,
         })
     }
 
     /// A redirect or rewrite path value: it must start with `/` (ReplacePrefixMatch may be `""`), and consist of
     /// visible ASCII other than `?` and `#`, so that it is a valid URI path and header value.
-    fn replacement_path(&mut self, at: &str, value: &str, may_be_empty: bool) -> Option<String> {
+    fn replacement_path(&mut self, value: &str, may_be_empty: bool) -> Option<String> {
         if value.is_empty() {
             if may_be_empty {
                 return Some(String::new());
             }
-            self.error(at.to_owned(), "path value must not be empty");
+            self.error("path value must not be empty");
             return None;
         }
         if !value.starts_with('/') {
-            self.error(at.to_owned(), "path value must start with \"/\"");
+            self.error("path value must start with \"/\"");
             return None;
         }
         if !value
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
         {
-            self.error(at.to_owned(), "invalid path value");
+            self.error("invalid path value");
             return None;
         }
         Some(value.to_owned())
     }
 
-    fn rewrite(&mut self, path: &str, r: &config::UrlRewrite) -> Option<Rewrite> {
+    fn rewrite(&mut self, r: &config::UrlRewrite) -> Option<Rewrite> {
         let errors_before = self.errors.len();
         let hostname = if r.hostname.is_empty() {
             None
@@ -405,64 +439,61 @@ impl Compiler {
             ) {
                 (Ok(authority), Ok(value)) if !authority.as_str().contains('@') => Some(value),
                 _ => {
-                    self.error(format!("{path}.hostname"), "invalid rewrite hostname");
+                    self.error_at(format_args!(".hostname"), "invalid rewrite hostname");
                     None
                 }
             }
         };
-        let path_modifier = r.path.as_ref().and_then(|p| match p.kind {
-            PathModifierType::ReplaceFullPath => {
-                let at = format!("{path}.path.replaceFullPath");
+        let path = r.path.as_ref().and_then(|p| match p.kind {
+            PathModifierType::ReplaceFullPath => self.within(format_args!(".path.replaceFullPath"), |cx| {
                 match &p.replace_full_path {
                     None => {
-                        self.error(at, "missing replaceFullPath");
+                        cx.error("missing replaceFullPath");
                         None
                     }
-                    Some(value) => self
-                        .replacement_path(&at, value, false)
+                    Some(value) => cx
+                        .replacement_path(value, false)
                         .map(PathModifier::ReplaceFullPath),
                 }
-            }
+            }),
             PathModifierType::ReplacePrefixMatch => {
-                let at = format!("{path}.path.replacePrefixMatch");
-                match &p.replace_prefix_match {
-                    None => {
-                        self.error(at, "missing replacePrefixMatch");
-                        None
+                self.within(format_args!(".path.replacePrefixMatch"), |cx| {
+                    match &p.replace_prefix_match {
+                        None => {
+                            cx.error("missing replacePrefixMatch");
+                            None
+                        }
+                        Some(value) => cx
+                            .replacement_path(value, true)
+                            .map(PathModifier::ReplacePrefixMatch),
                     }
-                    Some(value) => self
-                        .replacement_path(&at, value, true)
-                        .map(PathModifier::ReplacePrefixMatch),
-                }
+                })
             }
         });
-        (self.errors.len() == errors_before).then_some(Rewrite {
-            hostname,
-            path: path_modifier,
-        })
+        (self.errors.len() == errors_before).then_some(Rewrite { hostname, path })
     }
 
-    fn mirror(&mut self, path: &str, m: &config::RequestMirror) -> Option<Mirror> {
+    fn mirror(&mut self, m: &config::RequestMirror) -> Option<Mirror> {
         let errors_before = self.errors.len();
-        let protocol = self.protocol(&format!("{path}.protocol"), &m.protocol, "mirror");
+        let tls = m.tls.as_ref().map(|tls| Arc::new(tls.clone()));
+        let upstream = Upstream::parse(&m.backend_url, parse_protocol(&m.protocol), tls);
+        if upstream.is_none() {
+            self.error_at(format_args!(".backendUrl"), "invalid mirror backendUrl");
+        }
         let percent = match m.percent {
             None => 100,
             Some(p) => match u8::try_from(p) {
                 Ok(p) if p <= 100 => p,
                 _ => {
-                    self.error(format!("{path}.percent"), "percent must be within 0..100");
+                    self.error_at(format_args!(".percent"), "percent must be within 0..100");
                     100
                 }
             },
         };
-        let tls = m.tls.as_ref().map(|tls| {
-            self.tls(&format!("{path}.tls"), tls);
-            Arc::new(tls.clone())
-        });
-        let upstream = Upstream::parse(&m.backend_url, protocol, tls);
-        if upstream.is_none() {
-            self.error(format!("{path}.backendUrl"), "invalid mirror backendUrl");
+        if let Some(tls) = &m.tls {
+            self.within(format_args!(".tls"), |cx| cx.tls(tls));
         }
+        self.within(format_args!(".protocol"), |cx| cx.protocol(&m.protocol, "mirror"));
         let upstream = upstream.filter(|_| self.errors.len() == errors_before)?;
         Some(Mirror {
             upstream: self.intern(upstream, true),
@@ -470,7 +501,7 @@ impl Compiler {
         })
     }
 
-    fn cors(&mut self, path: &str, c: &config::Cors) -> Option<Cors> {
+    fn cors(&mut self, c: &config::Cors) -> Option<Cors> {
         let errors_before = self.errors.len();
         let mut any_origin = false;
         let mut origins = Vec::new();
@@ -480,35 +511,30 @@ impl Compiler {
             } else if let Some(pattern) = OriginPattern::parse(entry) {
                 origins.push(pattern);
             } else {
-                self.error(format!("{path}.allowOrigins[{n}]"), "invalid origin pattern");
+                self.error_at(format_args!(".allowOrigins[{n}]"), "invalid origin pattern");
             }
         }
-        let methods = self.token_list(
-            &format!("{path}.allowMethods"),
-            &c.allow_methods,
-            "invalid method",
-        );
-        let headers = self.token_list(
-            &format!("{path}.allowHeaders"),
-            &c.allow_headers,
-            "invalid header name",
-        );
-        let exposed = self.token_list(
-            &format!("{path}.exposeHeaders"),
-            &c.expose_headers,
-            "invalid header name",
-        );
+        let methods = self.within(format_args!(".allowMethods"), |cx| {
+            cx.token_list(&c.allow_methods, "invalid method")
+        });
+        let headers = self.within(format_args!(".allowHeaders"), |cx| {
+            cx.token_list(&c.allow_headers, "invalid header name")
+        });
+        let exposed = self.within(format_args!(".exposeHeaders"), |cx| {
+            cx.token_list(&c.expose_headers, "invalid header name")
+        });
         let max_age = match c.max_age {
             0 => 5,
             n if n > 0 => n,
             _ => {
-                self.error(format!("{path}.maxAge"), "maxAge must be >= 0");
+                self.error_at(format_args!(".maxAge"), "maxAge must be >= 0");
                 5
             }
         };
         if self.errors.len() != errors_before {
             return None;
         }
+        // With credentials, `*` is not a wildcard for browsers, so it is dropped rather than sent.
         let expose_headers = if exposed.any && !c.allow_credentials {
             Some(HeaderValue::from_static("*"))
         } else {
@@ -528,7 +554,7 @@ impl Compiler {
     }
 
     /// A CORS list of tokens or `*`: whether `*` is present, and the other entries joined with `, `.
-    fn token_list(&mut self, path: &str, entries: &[String], message: &str) -> TokenList {
+    fn token_list(&mut self, entries: &[String], message: &str) -> TokenList {
         let mut any = false;
         let mut joined = String::new();
         for (n, entry) in entries.iter().enumerate() {
@@ -540,7 +566,7 @@ impl Compiler {
                 }
                 joined.push_str(entry);
             } else {
-                self.error(format!("{path}[{n}]"), message);
+                self.error_at(format_args!("[{n}]"), message);
             }
         }
         TokenList {
@@ -551,15 +577,12 @@ impl Compiler {
         }
     }
 
-    fn timeouts(&mut self, path: &str, t: &config::Timeouts) -> Option<Duration> {
+    fn timeouts(&mut self, t: &config::Timeouts) -> Option<Duration> {
         let mut limit: Option<Duration> = None;
         for (field, value) in [("request", t.request), ("backend", t.backend)] {
             let Some(value) = value else { continue };
             match value.to_std() {
-                None => self.error(
-                    format!("{path}.{field}"),
-                    "invalid duration: must not be negative",
-                ),
+                None => self.error_at(format_args!(".{field}"), "invalid duration: must not be negative"),
                 Some(d) if d.is_zero() => {}
                 Some(d) => limit = Some(limit.map_or(d, |l| l.min(d))),
             }
@@ -567,58 +590,60 @@ impl Compiler {
         limit
     }
 
-    fn unavailable_status(&mut self, at: &str, status: i32) -> Option<StatusCode> {
+    fn unavailable_status(&mut self, status: i32) -> Option<StatusCode> {
         match status {
             0 => None,
-            400..=599 => StatusCode::from_u16(status as u16).ok(),
+            400..=599 => u16::try_from(status)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok()),
             _ => {
-                self.error(at.to_owned(), "unavailableStatus must be 0 or 400..599");
+                self.error("unavailableStatus must be 0 or 400..599");
                 None
             }
         }
     }
 
-    fn protocol(&mut self, at: &str, protocol: &str, what: &str) -> UpstreamProtocol {
-        match protocol {
-            "" => UpstreamProtocol::Http1,
-            "h2c" => UpstreamProtocol::H2c,
-            _ => {
-                self.error(at.to_owned(), format!("unsupported {what} protocol"));
-                UpstreamProtocol::Http1
-            }
+    fn protocol(&mut self, protocol: &str, what: &str) {
+        if !matches!(protocol, "" | "h2c") {
+            self.error(format!("unsupported {what} protocol"));
         }
     }
 
-    fn backend(&mut self, path: &str, b: &config::BackendRef) -> Backend {
-        let unavailable_status =
-            self.unavailable_status(&format!("{path}.unavailableStatus"), b.unavailable_status);
-        let weight = match u32::try_from(b.weight) {
-            Ok(w) => w,
-            Err(_) => {
-                self.error(format!("{path}.weight"), "weight out of range");
-                0
-            }
-        };
-        let protocol = self.protocol(&format!("{path}.protocol"), &b.protocol, "backend");
-        let tls = b.tls.as_ref().map(|tls| {
-            self.tls(&format!("{path}.tls"), tls);
-            Arc::new(tls.clone())
-        });
-        let parsed = Upstream::parse(&b.url, protocol, tls);
+    fn backend(&mut self, b: &config::BackendRef) -> Backend {
+        let tls = b.tls.as_ref().map(|tls| Arc::new(tls.clone()));
+        let parsed = Upstream::parse(&b.url, parse_protocol(&b.protocol), tls);
+        // With an unavailableStatus the backend is never dialled, and the Go controller may leave a sentinel
+        // in `url`: only non-empty is required then.
         let upstream = match (parsed, b.unavailable_status) {
             (Some(upstream), 0) => self.intern(upstream, true),
             (None, 0) => {
-                self.error(format!("{path}.url"), "invalid backend url");
+                self.error_at(format_args!(".url"), "invalid backend url");
                 Arc::new(Upstream::unreachable())
             }
             _ if b.url.is_empty() => {
-                self.error(format!("{path}.url"), "invalid backend url");
+                self.error_at(format_args!(".url"), "invalid backend url");
                 Arc::new(Upstream::unreachable())
             }
             (Some(upstream), _) => self.intern(upstream, false),
             (None, _) => Arc::new(Upstream::unreachable()),
         };
-        let filters = self.filters(&format!("{path}.filters"), &b.filters);
+        let weight = match u32::try_from(b.weight) {
+            Ok(w) => w,
+            Err(_) => {
+                self.error_at(format_args!(".weight"), "weight out of range");
+                0
+            }
+        };
+        self.within(format_args!(".protocol"), |cx| {
+            cx.protocol(&b.protocol, "backend")
+        });
+        if let Some(tls) = &b.tls {
+            self.within(format_args!(".tls"), |cx| cx.tls(tls));
+        }
+        let filters = self.within(format_args!(".filters"), |cx| cx.filters(&b.filters));
+        let unavailable_status = self.within(format_args!(".unavailableStatus"), |cx| {
+            cx.unavailable_status(b.unavailable_status)
+        });
         Backend {
             upstream,
             weight,
@@ -628,30 +653,24 @@ impl Compiler {
         }
     }
 
-    fn tls(&mut self, path: &str, tls: &config::BackendTls) {
-        if !tls.ca_bundle.is_empty() {
-            let mut certs = CertificateDer::pem_slice_iter(tls.ca_bundle.as_bytes());
-            let first_ok = matches!(certs.next(), Some(Ok(_)));
-            if !first_ok || certs.any(|c| c.is_err()) {
-                self.error(format!("{path}.caBundle"), "invalid caBundle");
-            }
+    fn tls(&mut self, tls: &config::BackendTls) {
+        if !tls.ca_bundle.is_empty() && !is_pem_certificates(tls.ca_bundle.as_bytes()) {
+            self.error_at(format_args!(".caBundle"), "invalid caBundle");
         }
         match (tls.client_cert_pem.is_empty(), tls.client_key_pem.is_empty()) {
             (true, true) => {}
-            (false, true) => self.error(format!("{path}.clientCertPem"), "client certificate without key"),
-            (true, false) => self.error(format!("{path}.clientKeyPem"), "client key without certificate"),
+            (false, true) => self.error_at(format_args!(".clientCertPem"), "client certificate without key"),
+            (true, false) => self.error_at(format_args!(".clientKeyPem"), "client key without certificate"),
             (false, false) => {
-                let cert_ok = decode_base64(&tls.client_cert_pem).is_some_and(|pem| {
-                    let mut certs = CertificateDer::pem_slice_iter(&pem);
-                    matches!(certs.next(), Some(Ok(_))) && certs.all(|c| c.is_ok())
-                });
+                let cert_ok =
+                    decode_base64(&tls.client_cert_pem).is_some_and(|pem| is_pem_certificates(&pem));
                 if !cert_ok {
-                    self.error(format!("{path}.clientCertPem"), "invalid clientCertPem");
+                    self.error_at(format_args!(".clientCertPem"), "invalid clientCertPem");
                 }
                 let key_ok = decode_base64(&tls.client_key_pem)
                     .is_some_and(|pem| PrivateKeyDer::from_pem_slice(&pem).is_ok());
                 if !key_ok {
-                    self.error(format!("{path}.clientKeyPem"), "invalid clientKeyPem");
+                    self.error_at(format_args!(".clientKeyPem"), "invalid clientKeyPem");
                 }
             }
         }
@@ -676,6 +695,21 @@ impl Compiler {
 struct TokenList {
     any: bool,
     joined: Option<HeaderValue>,
+}
+
+/// The wire protocol; anything but `h2c` is HTTP/1.1 (an unknown value is reported separately).
+fn parse_protocol(protocol: &str) -> UpstreamProtocol {
+    if protocol == "h2c" {
+        UpstreamProtocol::H2c
+    } else {
+        UpstreamProtocol::Http1
+    }
+}
+
+/// At least one PEM certificate, and every PEM certificate section well-formed.
+fn is_pem_certificates(pem: &[u8]) -> bool {
+    let mut certs = CertificateDer::pem_slice_iter(pem);
+    matches!(certs.next(), Some(Ok(_))) && certs.all(|c| c.is_ok())
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {

@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// One rejected field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
 pub struct FieldError {
     /// JSON path from the document root, e.g. `rules[3].matches[0].path.value`.
     pub path: String,
@@ -24,23 +25,14 @@ impl CompileError {
     }
 }
 
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The config API reports the first error; the rest are in `errors`.
         match self.errors.first() {
-            Some(first) if self.errors.len() > 1 => {
-                write!(f, "{first} (and {} more)", self.errors.len() - 1)
-            }
             Some(first) => first.fmt(f),
             None => f.write_str("invalid config"),
         }
     }
 }
 
-impl std::error::Error for FieldError {}
 impl std::error::Error for CompileError {}

@@ -1,0 +1,141 @@
+//! Lookup cost with 10, 1,000 and 10,000 rules spread over 100 hostnames, and compile cost of 10,000 rules.
+//!
+//! Each rule has two arms (a PathPrefix with a method, and an Exact health path) plus one backend; a catch-all
+//! default rule closes the document. Requests cycle through paths that hit every rule, so a lookup walks the
+//! same kind of bucket a real request would, not just the first arm.
+
+// A bench is a test harness: a broken fixture should stop it loudly.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Method};
+use tunnelgate_route::config::{
+    BackendRef, Config, PathMatch, PathMatchType, RouteMatch, RouteRule, ValueMatch, ValueMatchType,
+};
+use tunnelgate_route::{RequestHead, RouteTable};
+
+const HOSTNAMES: usize = 100;
+
+fn document(rules: usize) -> Config {
+    let mut out: Vec<RouteRule> = (0..rules)
+        .map(|i| {
+            let service = i / HOSTNAMES;
+            let mut api = RouteMatch {
+                path: Some(PathMatch {
+                    kind: PathMatchType::PathPrefix,
+                    value: format!("/svc{service}/api/"),
+                }),
+                method: "GET".to_owned(),
+                ..RouteMatch::default()
+            };
+            if i % 7 == 0 {
+                api.headers.push(ValueMatch {
+                    kind: ValueMatchType::Exact,
+                    name: "x-tenant".to_owned(),
+                    value: "blue".to_owned(),
+                });
+            }
+            let health = RouteMatch {
+                path: Some(PathMatch {
+                    kind: PathMatchType::Exact,
+                    value: format!("/svc{service}/health"),
+                }),
+                ..RouteMatch::default()
+            };
+            RouteRule {
+                hostnames: vec![format!("host{}.example.com", i % HOSTNAMES)],
+                matches: vec![api, health],
+                backends: vec![BackendRef {
+                    url: format!("http://svc{service}.ns{}.svc.cluster.local:8080", i % HOSTNAMES),
+                    weight: 1,
+                    ..BackendRef::default()
+                }],
+                ..RouteRule::default()
+            }
+        })
+        .collect();
+    out.push(RouteRule {
+        backends: vec![BackendRef {
+            url: "http://fallback:8080".to_owned(),
+            weight: 1,
+            ..BackendRef::default()
+        }],
+        ..RouteRule::default()
+    });
+    Config {
+        version: 1,
+        rules: out,
+        has_grpc_route: false,
+    }
+}
+
+/// (host, path) pairs that hit every rule's API arm, in a scrambled order.
+fn requests(rules: usize) -> Vec<(String, String)> {
+    let n = rules.max(1);
+    (0..1024)
+        .map(|k| {
+            let i = (k * 7919) % n;
+            (
+                format!("Host{}.example.com:443", i % HOSTNAMES),
+                format!("/svc{}/api/items/{k}", i / HOSTNAMES),
+            )
+        })
+        .collect()
+}
+
+fn lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("lookup");
+    // Every seventh rule requires this header; sending it lets every rule match.
+    let mut headers = HeaderMap::new();
+    headers.insert("x-tenant", http::HeaderValue::from_static("blue"));
+    for rules in [10usize, 1_000, 10_000] {
+        let table = RouteTable::compile(&document(rules)).expect("bench document compiles");
+        let reqs = requests(rules);
+        // Every request must hit its API rule, not the default: otherwise the bench measures something else.
+        for (host, path) in &reqs {
+            let head = RequestHead {
+                method: &Method::GET,
+                host,
+                path,
+                query: None,
+                headers: &headers,
+            };
+            let hit = table.lookup(&head).expect("bench request routes");
+            assert!(
+                !hit.hostname.is_empty(),
+                "{host}{path} fell through to the default rule"
+            );
+        }
+        group.bench_with_input(BenchmarkId::from_parameter(rules), &rules, |b, _| {
+            let mut k = 0usize;
+            b.iter(|| {
+                let (host, path) = &reqs[k % reqs.len()];
+                k = k.wrapping_add(1);
+                let head = RequestHead {
+                    method: &Method::GET,
+                    host,
+                    path,
+                    query: None,
+                    headers: &headers,
+                };
+                black_box(table.lookup(black_box(&head)).map(|hit| hit.rule_index))
+            });
+        });
+    }
+    group.finish();
+}
+
+fn compile(c: &mut Criterion) {
+    let doc = document(10_000);
+    let mut group = c.benchmark_group("compile");
+    group.sample_size(20);
+    group.bench_function("10000", |b| {
+        b.iter(|| RouteTable::compile(black_box(&doc)).map(|t| t.rule_count()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lookup, compile);
+criterion_main!(benches);

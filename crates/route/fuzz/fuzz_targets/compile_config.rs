@@ -1,0 +1,7 @@
+//! Config JSON → decode → compile → a few lookups and filter computations. Nothing may panic.
+#![no_main]
+
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::compile_config(data));
