@@ -34,6 +34,7 @@ pub use gateway_api::referencegrants::ReferenceGrant;
 pub use k8s_openapi::api::core::v1::{Namespace, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+pub use k8s_openapi::jiff::Timestamp;
 pub use load::{LoadError, load_path, load_yaml_documents};
 pub use translate::translate;
 pub use tunnelgate_config::Config;
