@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 /// Cheap handle that asks for a sync.
 #[derive(Clone, Debug, Default)]
-pub struct Trigger(Arc<Notify>);
+pub struct Trigger(pub(crate) Arc<Notify>);
 
 impl Trigger {
     pub fn fire(&self) {

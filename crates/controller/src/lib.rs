@@ -217,7 +217,7 @@ async fn lead_and_sync(
             let api: Api<Lease> = Api::namespaced(client.clone(), &le.lease.namespace);
             let mut elector = LeaderElector::new(api, le.clone());
             elector.acquire().await?;
-            Some(tokio::spawn(elector.keep_leading()))
+            Some(AbortOnDrop(tokio::spawn(elector.keep_leading())))
         }
         None => None,
     };
@@ -225,22 +225,31 @@ async fn lead_and_sync(
     ctx.metrics.is_leader.set(1);
     catch_up_deployment_roll(&ctx).await;
 
-    let sync = tokio::spawn(run_sync_loop(ctx.clone()));
+    let mut sync = AbortOnDrop(tokio::spawn(run_sync_loop(ctx.clone())));
     ctx.trigger.fire();
     let result = match lease_lost {
-        Some(handle) => match handle.await {
+        Some(mut handle) => match (&mut handle.0).await {
             Ok(err) => Err(err),
             Err(e) => Err(Error::LeaseLost(format!("lease task failed: {e}"))),
         },
         None => {
-            let _ = sync.await;
+            let _ = (&mut sync.0).await;
             return Err(Error::CachesStopped);
         }
     };
-    sync.abort();
+    drop(sync);
     is_leader.store(false, Ordering::Release);
     ctx.metrics.is_leader.set(0);
     result
+}
+
+/// Aborts a task spawned on behalf of a task that is itself aborted (the controller being dropped).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Gateway addresses without a tunnel token: the proxy Service's DNS name (standalone mode).
