@@ -1,0 +1,185 @@
+//! The real `tunnelgate` binary as a process: `proxy` with a config file (serve, reload, drain), strict
+//! environment parsing, and `demo --check`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tunnelgate_testkit::{Backend, Client, Echo};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelgate"));
+    cmd.env_clear();
+    cmd
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn temp_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("tunnelgate-proxy-{name}-{}", std::process::id()))
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn route_yaml(version: u32, url: &str) -> String {
+    format!(
+        "version: {version}\nrules:\n  - hostnames: [file.example.com]\n    backends:\n      - url: {url}\n        weight: 1\n"
+    )
+}
+
+async fn wait_ready(client: &Client, config: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let req = Client::request(http::Method::GET, config, "x", "/readyz")
+            .body(tunnelgate_testkit::empty())
+            .unwrap();
+        if let Ok(r) = client.send(req).await
+            && r.status == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn backend_of(client: &Client, data: SocketAddr) -> String {
+    let r = client.get(data, "file.example.com", "/").await;
+    assert_eq!(r.status, 200);
+    Echo::parse(&r.body).backend().to_owned()
+}
+
+#[tokio::test]
+async fn proxy_serves_a_config_file_reloads_it_and_drains_on_sigterm() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let file = temp_file("reload.yaml");
+    std::fs::write(&file, route_yaml(1, &a.url())).unwrap();
+    let (data, config) = (free_addr(), free_addr());
+    let child = bin()
+        .args(["proxy", "--config"])
+        .arg(&file)
+        .env("PROXY_ADDR", data.to_string())
+        .env("PROXY_CONFIG_ADDR", config.to_string())
+        .env("PROXY_LOG_FORMAT", "text")
+        .env("PROXY_GRACE_PERIOD", "5s")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Running(child);
+    let client = Client::new();
+    wait_ready(&client, config).await;
+    assert_eq!(backend_of(&client, data).await, "a");
+
+    // A changed file is picked up within a few seconds.
+    std::fs::write(&file, route_yaml(2, &b.url()) + "# changed\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend_of(&client, data).await != "b" {
+        assert!(Instant::now() < deadline, "reload not picked up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A bad file is rejected and the active config stays.
+    std::fs::write(
+        &file,
+        "version: 3\nrules: [{backends: [{url: 'ftp://nope', weight: 1}]}]\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(backend_of(&client, data).await, "b");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = proc.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+    let _ = std::fs::remove_file(&file);
+}
+
+fn run_expecting_failure(envs: &[(&str, &str)], needle: &str) {
+    let (data, config) = (free_addr(), free_addr());
+    let mut cmd = bin();
+    cmd.arg("proxy")
+        .env("PROXY_ADDR", data.to_string())
+        .env("PROXY_CONFIG_ADDR", config.to_string());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{envs:?}: {stderr}");
+    assert!(stderr.contains(needle), "{envs:?}: {stderr}");
+}
+
+#[test]
+fn bad_environment_values_exit_1_naming_the_variable() {
+    run_expecting_failure(&[("PROXY_GRACE_PERIOD", "soon")], "PROXY_GRACE_PERIOD");
+    run_expecting_failure(&[("PROXY_METRICS_ENABLED", "maybe")], "PROXY_METRICS_ENABLED");
+    run_expecting_failure(&[("PROXY_MAX_CONFIG_BYTES", "1000")], "PROXY_MAX_CONFIG_BYTES");
+    run_expecting_failure(
+        &[("PROXY_ACCESS_LOG_SAMPLING_RATE", "2")],
+        "PROXY_ACCESS_LOG_SAMPLING_RATE",
+    );
+    run_expecting_failure(&[("PROXY_ADDR", "nowhere")], "PROXY_ADDR");
+    run_expecting_failure(&[("PROXY_LOG_FORMAT", "xml")], "PROXY_LOG_FORMAT");
+    run_expecting_failure(&[("PROXY_AUTH_TOKEN", "")], "PROXY_AUTH_TOKEN is set but empty");
+    run_expecting_failure(
+        &[("PROXY_AUTH_TOKEN", "   ")],
+        "PROXY_AUTH_TOKEN is set but empty",
+    );
+    run_expecting_failure(
+        &[("TUNNEL_TOKEN", "eyJhIjoiYiJ9")],
+        "tunnel mode is not available yet",
+    );
+}
+
+#[test]
+fn a_busy_port_is_a_startup_error() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    run_expecting_failure(&[("PROXY_CONFIG_ADDR", addr.as_str())], "cannot listen");
+}
+
+#[test]
+fn demo_check_passes() {
+    let out = bin()
+        .args(["demo", "--check", "--port", "0", "--config-port", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok   default route",
+        "ok   header match",
+        "ok   weighted split",
+        "ok   redirect",
+        "ok   rewrite",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}
