@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use k8s_openapi::api::core::v1::ServiceSpec;
 use tunnelgate_config as wire;
 
 use crate::route::{ObjectRef, RouteKind};
@@ -172,7 +173,8 @@ impl<'a> Resolver<'a> {
         let Some(service) = self.services.get(&(namespace, name)) else {
             return not_found(format!("backendRef {describe}: Service not found"));
         };
-        let spec = service.spec.clone().unwrap_or_default();
+        let default_spec = ServiceSpec::default();
+        let spec = service.spec.as_ref().unwrap_or(&default_spec);
         let Some(port) = target.port else {
             return not_found(format!("backendRef {describe}: port is required for a Service"));
         };
@@ -212,7 +214,7 @@ impl<'a> Resolver<'a> {
             resolved.protocol = "h2c".to_owned();
         }
         if spec.type_.as_deref() == Some("ExternalName") {
-            let host = spec.external_name.unwrap_or_default();
+            let host = spec.external_name.as_deref().unwrap_or_default();
             resolved.urls = vec![format!("http://{host}:{port}")];
             resolved.service_url = resolved.urls[0].clone();
             return (resolved, None);

@@ -133,3 +133,31 @@ fn routes_check_reports_a_bad_file_by_name_and_document() {
     assert!(stderr.contains("b.yaml: document 2: invalid YAML"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_shipped_example_directory_checks_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/file-mode");
+    let out = Command::new(bin())
+        .args(["routes", "check"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules = report["config"]["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["hostnames"][0], "app.localhost");
+    let backends: Vec<(&str, i64)> = rules[0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["url"].as_str().unwrap(), b["weight"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        backends,
+        [("http://127.0.0.1:8001", 9), ("http://127.0.0.1:8002", 1)]
+    );
+}
