@@ -131,8 +131,9 @@ fn compile(c: &mut Criterion) {
     let doc = document(10_000);
     let mut group = c.benchmark_group("compile");
     group.sample_size(20);
+    // The old table is dropped by whoever releases the last reference, not by the compile: keep drops out.
     group.bench_function("10000", |b| {
-        b.iter(|| RouteTable::compile(black_box(&doc)).map(|t| t.rule_count()))
+        b.iter_with_large_drop(|| RouteTable::compile(black_box(&doc)))
     });
     group.finish();
 }

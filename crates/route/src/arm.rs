@@ -127,11 +127,15 @@ impl Arm {
         {
             return false;
         }
-        self.headers.iter().all(|h| h.matches(req.headers))
-            && (self.query.is_empty() || self.query.iter().all(|q| q.matches(req.query)))
+        self.headers_and_query_match(req)
     }
 
-    /// The normalised prefix when this is a PathPrefix arm (ReplacePrefixMatch needs it).
+    pub(crate) fn headers_and_query_match(&self, req: &RequestHead<'_>) -> bool {
+        self.headers.iter().all(|h| h.matches(req.headers)) && self.query.iter().all(|q| q.matches(req.query))
+    }
+
+    /// The normalised prefix when this is a PathPrefix arm (the lookup reads it from its path index instead).
+    #[cfg(test)]
     pub(crate) fn prefix(&self) -> Option<&str> {
         match &self.path {
             PathCondition::Prefix { prefix, .. } => Some(prefix),

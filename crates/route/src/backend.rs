@@ -1,5 +1,6 @@
 //! Backends and upstream targets (routing.md §6, §7.1, §11).
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -22,7 +23,7 @@ pub struct Backend {
 }
 
 /// Where to send requests: everything a connection pool needs. `Eq + Hash`: the proxy keys its pools by it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// `Https` when the URL scheme is `https` or TLS settings are present.
     pub scheme: UpstreamScheme,
@@ -51,6 +52,20 @@ pub enum UpstreamScheme {
 pub enum UpstreamProtocol {
     Http1,
     H2c,
+}
+
+/// `Authority` hashes byte by byte (it compares case-insensitively); `host` and `port` determine it and are
+/// compared exactly by `Eq`, so hashing them instead is consistent with `Eq` and much cheaper.
+impl Hash for Upstream {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.scheme.hash(state);
+        self.host.hash(state);
+        self.port.hash(state);
+        self.base_path.hash(state);
+        self.base_query.hash(state);
+        self.protocol.hash(state);
+        self.tls.hash(state);
+    }
 }
 
 impl Upstream {
@@ -96,9 +111,15 @@ impl Upstream {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(bracketed)
             .to_ascii_lowercase();
-        let authority: Authority = format!("{}:{port}", bracketed.to_ascii_lowercase())
-            .parse()
-            .ok()?;
+        let explicit = authority.as_str().len() > bracketed.len();
+        let authority: Authority = if explicit && !authority.as_str().bytes().any(|b| b.is_ascii_uppercase())
+        {
+            authority.clone()
+        } else {
+            format!("{}:{port}", bracketed.to_ascii_lowercase())
+                .parse()
+                .ok()?
+        };
         let path = uri.path().trim_end_matches('/');
         let base_path = (!path.is_empty()).then(|| path.to_owned());
         let base_query = uri.query().filter(|q| !q.is_empty()).map(str::to_owned);

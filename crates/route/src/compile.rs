@@ -4,8 +4,7 @@
 //! The path is kept as one string that grows and shrinks with the walk, so a valid document builds no path
 //! strings at all.
 
-use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Method, StatusCode};
+use rustc_hash::FxHashMap;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -35,7 +35,7 @@ struct Compiler {
     errors: Vec<FieldError>,
     /// JSON path of the value being compiled.
     path: String,
-    upstreams: HashMap<Arc<Upstream>, bool>,
+    upstreams: FxHashMap<Arc<Upstream>, bool>,
     /// Upstreams in first-seen order, with whether anything may dial them.
     upstream_order: Vec<Arc<Upstream>>,
 }
@@ -44,16 +44,16 @@ pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> 
     let mut cx = Compiler {
         errors: Vec::new(),
         path: String::with_capacity(64),
-        upstreams: HashMap::new(),
+        upstreams: FxHashMap::default(),
         upstream_order: Vec::new(),
     };
     if cfg.version < 0 {
-        cx.error_at(format_args!("version"), "version must be >= 0");
+        cx.error_at(Seg::Field("version"), "version must be >= 0");
     }
     let mut rules = Vec::with_capacity(cfg.rules.len());
     let mut hosts = Vec::with_capacity(cfg.rules.len());
     for (i, rule) in cfg.rules.iter().enumerate() {
-        let (compiled, patterns) = cx.within(format_args!("rules[{i}]"), |cx| cx.rule(rule));
+        let (compiled, patterns) = cx.within(Seg::Item("rules", i), |cx| cx.rule(rule));
         rules.push(compiled);
         hosts.push(patterns);
     }
@@ -78,16 +78,15 @@ impl Compiler {
         });
     }
 
-    /// Records an error at the current path extended by `segment` (`.field` or `[n]`).
-    fn error_at(&mut self, segment: fmt::Arguments<'_>, message: impl Into<String>) {
+    /// Records an error at the current path extended by `segment`.
+    fn error_at(&mut self, segment: Seg<'_>, message: impl Into<String>) {
         self.within(segment, |cx| cx.error(message));
     }
 
     /// Runs `f` with the path extended by `segment`.
-    fn within<R>(&mut self, segment: fmt::Arguments<'_>, f: impl FnOnce(&mut Self) -> R) -> R {
+    fn within<R>(&mut self, segment: Seg<'_>, f: impl FnOnce(&mut Self) -> R) -> R {
         let mark = self.path.len();
-        // Writing to a String cannot fail.
-        let _ = self.path.write_fmt(segment);
+        segment.push_to(&mut self.path);
         let out = f(self);
         self.path.truncate(mark);
         out
@@ -98,7 +97,7 @@ impl Compiler {
         for (j, raw) in rule.hostnames.iter().enumerate() {
             match HostPattern::parse(raw).filter(|_| raw.len() <= MAX_HOSTNAME_LEN) {
                 Some(pattern) => patterns.push(pattern),
-                None => self.error_at(format_args!(".hostnames[{j}]"), "invalid hostname"),
+                None => self.error_at(Seg::Item("hostnames", j), "invalid hostname"),
             }
         }
         let arms = if rule.matches.is_empty() {
@@ -107,18 +106,18 @@ impl Compiler {
             rule.matches
                 .iter()
                 .enumerate()
-                .map(|(k, m)| self.within(format_args!(".matches[{k}]"), |cx| cx.arm(m)))
+                .map(|(k, m)| self.within(Seg::Item("matches", k), |cx| cx.arm(m)))
                 .collect()
         };
-        let filters = self.within(format_args!(".filters"), |cx| cx.filters(&rule.filters));
+        let filters = self.within(Seg::Field("filters"), |cx| cx.filters(&rule.filters));
         let backends: Vec<Backend> = rule
             .backends
             .iter()
             .enumerate()
-            .map(|(b, backend)| self.within(format_args!(".backends[{b}]"), |cx| cx.backend(backend)))
+            .map(|(b, backend)| self.within(Seg::Item("backends", b), |cx| cx.backend(backend)))
             .collect();
-        let timeout = self.within(format_args!(".timeouts"), |cx| cx.timeouts(&rule.timeouts));
-        let unavailable_status = self.within(format_args!(".unavailableStatus"), |cx| {
+        let timeout = self.within(Seg::Field("timeouts"), |cx| cx.timeouts(&rule.timeouts));
+        let unavailable_status = self.within(Seg::Field("unavailableStatus"), |cx| {
             cx.unavailable_status(rule.unavailable_status)
         });
         let weights = WeightTable::new(backends.iter().map(|b| b.weight));
@@ -137,24 +136,24 @@ impl Compiler {
     fn arm(&mut self, m: &config::RouteMatch) -> Arm {
         let path_condition = match &m.path {
             None => Arm::match_all().path,
-            Some(p) => self.within(format_args!(".path.value"), |cx| cx.path_match(p)),
+            Some(p) => self.within(Seg::Field("path.value"), |cx| cx.path_match(p)),
         };
         let mut headers: Vec<HeaderCondition> = Vec::with_capacity(m.headers.len());
         for (n, h) in m.headers.iter().enumerate() {
-            let condition = self.within(format_args!(".headers[{n}]"), |cx| {
+            let condition = self.within(Seg::Item("headers", n), |cx| {
                 let name = if h.name.is_empty() {
-                    cx.error_at(format_args!(".name"), "header name must not be empty");
+                    cx.error_at(Seg::Field("name"), "header name must not be empty");
                     None
                 } else {
                     match HeaderName::from_bytes(h.name.as_bytes()) {
                         Ok(name) => Some(name),
                         Err(_) => {
-                            cx.error_at(format_args!(".name"), "invalid header name");
+                            cx.error_at(Seg::Field("name"), "invalid header name");
                             None
                         }
                     }
                 };
-                let value = cx.within(format_args!(".value"), |cx| cx.value_match(h.kind, &h.value));
+                let value = cx.within(Seg::Field("value"), |cx| cx.value_match(h.kind, &h.value));
                 name.zip(value)
             });
             // Only the first entry of a name counts (Gateway API).
@@ -166,11 +165,11 @@ impl Compiler {
         }
         let mut query: Vec<QueryCondition> = Vec::with_capacity(m.query_params.len());
         for (n, q) in m.query_params.iter().enumerate() {
-            let value = self.within(format_args!(".queryParams[{n}]"), |cx| {
+            let value = self.within(Seg::Item("queryParams", n), |cx| {
                 if q.name.is_empty() {
-                    cx.error_at(format_args!(".name"), "query parameter name must not be empty");
+                    cx.error_at(Seg::Field("name"), "query parameter name must not be empty");
                 }
-                cx.within(format_args!(".value"), |cx| cx.value_match(q.kind, &q.value))
+                cx.within(Seg::Field("value"), |cx| cx.value_match(q.kind, &q.value))
             });
             if let Some(value) = value
                 && !q.name.is_empty()
@@ -188,7 +187,7 @@ impl Compiler {
             match Method::from_bytes(m.method.as_bytes()) {
                 Ok(method) => Some(method),
                 Err(_) => {
-                    self.error_at(format_args!(".method"), "invalid method");
+                    self.error_at(Seg::Field("method"), "invalid method");
                     None
                 }
             }
@@ -251,52 +250,48 @@ impl Compiler {
         filters
             .iter()
             .enumerate()
-            .filter_map(|(f, filter)| self.within(format_args!("[{f}]"), |cx| cx.filter(filter)))
+            .filter_map(|(f, filter)| self.within(Seg::Index(f), |cx| cx.filter(filter)))
             .collect()
     }
 
     fn filter(&mut self, filter: &config::RouteFilter) -> Option<Filter> {
         fn missing<T>(cx: &mut Compiler, field: &str) -> Option<T> {
-            cx.error_at(format_args!(".{field}"), format!("missing {field} payload"));
+            cx.error_at(Seg::Field(field), format!("missing {field} payload"));
             None
         }
         match filter.kind {
             FilterType::RequestHeaderModifier => match &filter.request_header_modifier {
                 Some(m) => Some(Filter::RequestHeaderModifier(
-                    self.within(format_args!(".requestHeaderModifier"), |cx| cx.header_modifier(m)),
+                    self.within(Seg::Field("requestHeaderModifier"), |cx| cx.header_modifier(m)),
                 )),
                 None => missing(self, "requestHeaderModifier"),
             },
             FilterType::ResponseHeaderModifier => match &filter.response_header_modifier {
                 Some(m) => Some(Filter::ResponseHeaderModifier(
-                    self.within(format_args!(".responseHeaderModifier"), |cx| {
-                        cx.header_modifier(m)
-                    }),
+                    self.within(Seg::Field("responseHeaderModifier"), |cx| cx.header_modifier(m)),
                 )),
                 None => missing(self, "responseHeaderModifier"),
             },
             FilterType::RequestRedirect => match &filter.request_redirect {
                 Some(r) => self
-                    .within(format_args!(".requestRedirect"), |cx| cx.redirect(r))
+                    .within(Seg::Field("requestRedirect"), |cx| cx.redirect(r))
                     .map(Filter::RequestRedirect),
                 None => missing(self, "requestRedirect"),
             },
             FilterType::UrlRewrite => match &filter.url_rewrite {
                 Some(r) => self
-                    .within(format_args!(".urlRewrite"), |cx| cx.rewrite(r))
+                    .within(Seg::Field("urlRewrite"), |cx| cx.rewrite(r))
                     .map(Filter::UrlRewrite),
                 None => missing(self, "urlRewrite"),
             },
             FilterType::RequestMirror => match &filter.request_mirror {
                 Some(m) => self
-                    .within(format_args!(".requestMirror"), |cx| cx.mirror(m))
+                    .within(Seg::Field("requestMirror"), |cx| cx.mirror(m))
                     .map(Filter::RequestMirror),
                 None => missing(self, "requestMirror"),
             },
             FilterType::Cors => match &filter.cors {
-                Some(c) => self
-                    .within(format_args!(".cors"), |cx| cx.cors(c))
-                    .map(Filter::Cors),
+                Some(c) => self.within(Seg::Field("cors"), |cx| cx.cors(c)).map(Filter::Cors),
                 None => missing(self, "cors"),
             },
         }
@@ -306,9 +301,9 @@ impl Compiler {
         let mut out = HeaderModifier::default();
         for (list, entries, target) in [("set", &m.set, &mut out.set), ("add", &m.add, &mut out.add)] {
             for (n, h) in entries.iter().enumerate() {
-                let entry = self.within(format_args!(".{list}[{n}]"), |cx| {
-                    let name = cx.within(format_args!(".name"), |cx| cx.header_name(&h.name));
-                    let value = cx.within(format_args!(".value"), |cx| cx.header_value(&h.value));
+                let entry = self.within(Seg::Item(list, n), |cx| {
+                    let name = cx.within(Seg::Field("name"), |cx| cx.header_name(&h.name));
+                    let value = cx.within(Seg::Field("value"), |cx| cx.header_value(&h.value));
                     name.zip(value)
                 });
                 if let Some(entry) = entry {
@@ -317,7 +312,7 @@ impl Compiler {
             }
         }
         for (n, name) in m.remove.iter().enumerate() {
-            if let Some(name) = self.within(format_args!(".remove[{n}]"), |cx| cx.header_name(name)) {
+            if let Some(name) = self.within(Seg::Item("remove", n), |cx| cx.header_name(name)) {
                 out.remove.push(name);
             }
         }
@@ -352,7 +347,7 @@ impl Compiler {
             "http" => Some("http"),
             "https" => Some("https"),
             _ => {
-                self.error_at(format_args!(".scheme"), "unsupported redirect scheme");
+                self.error_at(Seg::Field("scheme"), "unsupported redirect scheme");
                 None
             }
         };
@@ -361,7 +356,7 @@ impl Compiler {
         } else if valid_redirect_hostname(&r.hostname) {
             Some(r.hostname.clone())
         } else {
-            self.error_at(format_args!(".hostname"), "invalid redirect hostname");
+            self.error_at(Seg::Field("hostname"), "invalid redirect hostname");
             None
         };
         let port = match r.port {
@@ -369,13 +364,13 @@ impl Compiler {
             p => match u16::try_from(p) {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    self.error_at(format_args!(".port"), "port must be within 1..65535");
+                    self.error_at(Seg::Field("port"), "port must be within 1..65535");
                     None
                 }
             },
         };
         let path = r.path.as_ref().and_then(|p| {
-            self.within(format_args!(".path.value"), |cx| match p.kind {
+            self.within(Seg::Field("path.value"), |cx| match p.kind {
                 PathModifierType::ReplaceFullPath => cx
                     .replacement_path(&p.value, false)
                     .map(PathModifier::ReplaceFullPath),
@@ -391,7 +386,7 @@ impl Compiler {
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .unwrap_or(StatusCode::FOUND),
             _ => {
-                self.error_at(format_args!(".statusCode"), "unsupported redirect status");
+                self.error_at(Seg::Field("statusCode"), "unsupported redirect status");
                 StatusCode::FOUND
             }
         };
@@ -439,37 +434,38 @@ impl Compiler {
             ) {
                 (Ok(authority), Ok(value)) if !authority.as_str().contains('@') => Some(value),
                 _ => {
-                    self.error_at(format_args!(".hostname"), "invalid rewrite hostname");
+                    self.error_at(Seg::Field("hostname"), "invalid rewrite hostname");
                     None
                 }
             }
         };
-        let path = r.path.as_ref().and_then(|p| match p.kind {
-            PathModifierType::ReplaceFullPath => self.within(format_args!(".path.replaceFullPath"), |cx| {
-                match &p.replace_full_path {
-                    None => {
-                        cx.error("missing replaceFullPath");
-                        None
-                    }
-                    Some(value) => cx
-                        .replacement_path(value, false)
-                        .map(PathModifier::ReplaceFullPath),
-                }
-            }),
-            PathModifierType::ReplacePrefixMatch => {
-                self.within(format_args!(".path.replacePrefixMatch"), |cx| {
-                    match &p.replace_prefix_match {
+        let path =
+            r.path.as_ref().and_then(|p| match p.kind {
+                PathModifierType::ReplaceFullPath => self.within(Seg::Field("path.replaceFullPath"), |cx| {
+                    match &p.replace_full_path {
                         None => {
-                            cx.error("missing replacePrefixMatch");
+                            cx.error("missing replaceFullPath");
                             None
                         }
                         Some(value) => cx
-                            .replacement_path(value, true)
-                            .map(PathModifier::ReplacePrefixMatch),
+                            .replacement_path(value, false)
+                            .map(PathModifier::ReplaceFullPath),
                     }
-                })
-            }
-        });
+                }),
+                PathModifierType::ReplacePrefixMatch => {
+                    self.within(Seg::Field("path.replacePrefixMatch"), |cx| {
+                        match &p.replace_prefix_match {
+                            None => {
+                                cx.error("missing replacePrefixMatch");
+                                None
+                            }
+                            Some(value) => cx
+                                .replacement_path(value, true)
+                                .map(PathModifier::ReplacePrefixMatch),
+                        }
+                    })
+                }
+            });
         (self.errors.len() == errors_before).then_some(Rewrite { hostname, path })
     }
 
@@ -478,22 +474,22 @@ impl Compiler {
         let tls = m.tls.as_ref().map(|tls| Arc::new(tls.clone()));
         let upstream = Upstream::parse(&m.backend_url, parse_protocol(&m.protocol), tls);
         if upstream.is_none() {
-            self.error_at(format_args!(".backendUrl"), "invalid mirror backendUrl");
+            self.error_at(Seg::Field("backendUrl"), "invalid mirror backendUrl");
         }
         let percent = match m.percent {
             None => 100,
             Some(p) => match u8::try_from(p) {
                 Ok(p) if p <= 100 => p,
                 _ => {
-                    self.error_at(format_args!(".percent"), "percent must be within 0..100");
+                    self.error_at(Seg::Field("percent"), "percent must be within 0..100");
                     100
                 }
             },
         };
         if let Some(tls) = &m.tls {
-            self.within(format_args!(".tls"), |cx| cx.tls(tls));
+            self.within(Seg::Field("tls"), |cx| cx.tls(tls));
         }
-        self.within(format_args!(".protocol"), |cx| cx.protocol(&m.protocol, "mirror"));
+        self.within(Seg::Field("protocol"), |cx| cx.protocol(&m.protocol, "mirror"));
         let upstream = upstream.filter(|_| self.errors.len() == errors_before)?;
         Some(Mirror {
             upstream: self.intern(upstream, true),
@@ -511,23 +507,23 @@ impl Compiler {
             } else if let Some(pattern) = OriginPattern::parse(entry) {
                 origins.push(pattern);
             } else {
-                self.error_at(format_args!(".allowOrigins[{n}]"), "invalid origin pattern");
+                self.error_at(Seg::Item("allowOrigins", n), "invalid origin pattern");
             }
         }
-        let methods = self.within(format_args!(".allowMethods"), |cx| {
+        let methods = self.within(Seg::Field("allowMethods"), |cx| {
             cx.token_list(&c.allow_methods, "invalid method")
         });
-        let headers = self.within(format_args!(".allowHeaders"), |cx| {
+        let headers = self.within(Seg::Field("allowHeaders"), |cx| {
             cx.token_list(&c.allow_headers, "invalid header name")
         });
-        let exposed = self.within(format_args!(".exposeHeaders"), |cx| {
+        let exposed = self.within(Seg::Field("exposeHeaders"), |cx| {
             cx.token_list(&c.expose_headers, "invalid header name")
         });
         let max_age = match c.max_age {
             0 => 5,
             n if n > 0 => n,
             _ => {
-                self.error_at(format_args!(".maxAge"), "maxAge must be >= 0");
+                self.error_at(Seg::Field("maxAge"), "maxAge must be >= 0");
                 5
             }
         };
@@ -566,7 +562,7 @@ impl Compiler {
                 }
                 joined.push_str(entry);
             } else {
-                self.error_at(format_args!("[{n}]"), message);
+                self.error_at(Seg::Index(n), message);
             }
         }
         TokenList {
@@ -582,7 +578,7 @@ impl Compiler {
         for (field, value) in [("request", t.request), ("backend", t.backend)] {
             let Some(value) = value else { continue };
             match value.to_std() {
-                None => self.error_at(format_args!(".{field}"), "invalid duration: must not be negative"),
+                None => self.error_at(Seg::Field(field), "invalid duration: must not be negative"),
                 Some(d) if d.is_zero() => {}
                 Some(d) => limit = Some(limit.map_or(d, |l| l.min(d))),
             }
@@ -617,11 +613,11 @@ impl Compiler {
         let upstream = match (parsed, b.unavailable_status) {
             (Some(upstream), 0) => self.intern(upstream, true),
             (None, 0) => {
-                self.error_at(format_args!(".url"), "invalid backend url");
+                self.error_at(Seg::Field("url"), "invalid backend url");
                 Arc::new(Upstream::unreachable())
             }
             _ if b.url.is_empty() => {
-                self.error_at(format_args!(".url"), "invalid backend url");
+                self.error_at(Seg::Field("url"), "invalid backend url");
                 Arc::new(Upstream::unreachable())
             }
             (Some(upstream), _) => self.intern(upstream, false),
@@ -630,18 +626,16 @@ impl Compiler {
         let weight = match u32::try_from(b.weight) {
             Ok(w) => w,
             Err(_) => {
-                self.error_at(format_args!(".weight"), "weight out of range");
+                self.error_at(Seg::Field("weight"), "weight out of range");
                 0
             }
         };
-        self.within(format_args!(".protocol"), |cx| {
-            cx.protocol(&b.protocol, "backend")
-        });
+        self.within(Seg::Field("protocol"), |cx| cx.protocol(&b.protocol, "backend"));
         if let Some(tls) = &b.tls {
-            self.within(format_args!(".tls"), |cx| cx.tls(tls));
+            self.within(Seg::Field("tls"), |cx| cx.tls(tls));
         }
-        let filters = self.within(format_args!(".filters"), |cx| cx.filters(&b.filters));
-        let unavailable_status = self.within(format_args!(".unavailableStatus"), |cx| {
+        let filters = self.within(Seg::Field("filters"), |cx| cx.filters(&b.filters));
+        let unavailable_status = self.within(Seg::Field("unavailableStatus"), |cx| {
             cx.unavailable_status(b.unavailable_status)
         });
         Backend {
@@ -655,22 +649,22 @@ impl Compiler {
 
     fn tls(&mut self, tls: &config::BackendTls) {
         if !tls.ca_bundle.is_empty() && !is_pem_certificates(tls.ca_bundle.as_bytes()) {
-            self.error_at(format_args!(".caBundle"), "invalid caBundle");
+            self.error_at(Seg::Field("caBundle"), "invalid caBundle");
         }
         match (tls.client_cert_pem.is_empty(), tls.client_key_pem.is_empty()) {
             (true, true) => {}
-            (false, true) => self.error_at(format_args!(".clientCertPem"), "client certificate without key"),
-            (true, false) => self.error_at(format_args!(".clientKeyPem"), "client key without certificate"),
+            (false, true) => self.error_at(Seg::Field("clientCertPem"), "client certificate without key"),
+            (true, false) => self.error_at(Seg::Field("clientKeyPem"), "client key without certificate"),
             (false, false) => {
                 let cert_ok =
                     decode_base64(&tls.client_cert_pem).is_some_and(|pem| is_pem_certificates(&pem));
                 if !cert_ok {
-                    self.error_at(format_args!(".clientCertPem"), "invalid clientCertPem");
+                    self.error_at(Seg::Field("clientCertPem"), "invalid clientCertPem");
                 }
                 let key_ok = decode_base64(&tls.client_key_pem)
                     .is_some_and(|pem| PrivateKeyDer::from_pem_slice(&pem).is_ok());
                 if !key_ok {
-                    self.error_at(format_args!(".clientKeyPem"), "invalid clientKeyPem");
+                    self.error_at(Seg::Field("clientKeyPem"), "invalid clientKeyPem");
                 }
             }
         }
@@ -689,6 +683,40 @@ impl Compiler {
         self.upstreams.insert(Arc::clone(&shared), dialable);
         self.upstream_order.push(Arc::clone(&shared));
         shared
+    }
+}
+
+/// One step of a JSON path. Written by hand rather than with `format!`: the walk pushes several per rule.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'s> {
+    /// `.name` (or `name` at the root); `name` may itself be dotted (`path.value`).
+    Field(&'s str),
+    /// `.name[i]`.
+    Item(&'s str, usize),
+    /// `[i]`.
+    Index(usize),
+}
+
+impl Seg<'_> {
+    fn push_to(self, path: &mut String) {
+        match self {
+            Seg::Field(name) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
+            }
+            Seg::Item(name, i) => {
+                Seg::Field(name).push_to(path);
+                Seg::Index(i).push_to(path);
+            }
+            Seg::Index(i) => {
+                path.push('[');
+                // Writing to a String cannot fail.
+                let _ = write!(path, "{i}");
+                path.push(']');
+            }
+        }
     }
 }
 

@@ -26,16 +26,16 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     }
 }
 
-/// Normalises into `buf` without allocating; `None` when the host does not fit.
-pub(crate) fn normalize_host_into<'b>(raw: &str, buf: &'b mut [u8; HOST_BUF]) -> Option<&'b str> {
+/// Normalises into `buf` without allocating; `None` when the host does not fit. Bytes, because the host index
+/// is keyed by bytes and ASCII lowercasing needs no UTF-8 re-validation that way.
+pub(crate) fn normalize_host_into<'b>(raw: &str, buf: &'b mut [u8; HOST_BUF]) -> Option<&'b [u8]> {
     let host = strip_port(raw);
     let host = host.strip_suffix('.').unwrap_or(host);
     let out = buf.get_mut(..host.len())?;
     for (dst, src) in out.iter_mut().zip(host.bytes()) {
         *dst = src.to_ascii_lowercase();
     }
-    // ASCII lowercasing keeps UTF-8 valid, so this never fails; no panic path either way.
-    std::str::from_utf8(out).ok()
+    Some(out)
 }
 
 /// The host without its port: `[v6]:p` keeps `[v6]`; otherwise cut at the last `:` when the rest is all digits.
@@ -57,11 +57,13 @@ pub(crate) fn split_port(raw: &str) -> (&str, Option<&str>) {
             None => (raw, None),
         };
     }
-    match raw.rfind(':') {
-        Some(colon) if raw[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            (&raw[..colon], Some(&raw[colon + 1..]))
-        }
-        _ => (raw, None),
+    // The last `:` has only digits after it exactly when the trailing run of digits is preceded by a `:`.
+    let digits = raw.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let colon = raw.len() - digits;
+    if colon > 0 && raw.as_bytes()[colon - 1] == b':' {
+        (&raw[..colon - 1], Some(&raw[colon..]))
+    } else {
+        (raw, None)
     }
 }
 
@@ -98,12 +100,12 @@ impl HostPattern {
 
 /// The wildcard suffixes a normalised host can match, longest first: the host from each `.` that has at least
 /// one byte before it.
-pub(crate) fn wildcard_suffixes(host: &str) -> impl Iterator<Item = &str> {
-    host.bytes()
+pub(crate) fn wildcard_suffixes(host: &[u8]) -> impl Iterator<Item = &[u8]> {
+    host.iter()
         .enumerate()
         .skip(1)
-        .filter(|&(_, b)| b == b'.')
-        .map(move |(i, _)| &host[i..])
+        .filter(|&(_, &b)| b == b'.')
+        .map(move |(i, _)| host.get(i..).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -118,6 +120,9 @@ mod tests {
         assert_eq!(normalize_host("[::1]:8080"), "[::1]");
         assert_eq!(normalize_host("[::1]"), "[::1]");
         assert_eq!(normalize_host("host:abc"), "host:abc");
+        assert_eq!(normalize_host("a:1:b:80"), "a:1:b");
+        assert_eq!(normalize_host(":80"), "");
+        assert_eq!(normalize_host("host:"), "host");
         assert_eq!(normalize_host(""), "");
         assert!(matches!(normalize_host("a.b"), Cow::Borrowed(_)));
     }
@@ -126,7 +131,10 @@ mod tests {
     fn normalize_host_into_agrees_with_normalize_host() {
         let mut buf = [0u8; HOST_BUF];
         for raw in ["A.Example.com:443", "x.", "[FE80::1]:1", "", "ü.Example"] {
-            assert_eq!(normalize_host_into(raw, &mut buf), Some(&*normalize_host(raw)));
+            assert_eq!(
+                normalize_host_into(raw, &mut buf),
+                Some(normalize_host(raw).as_bytes())
+            );
         }
         let long = "a".repeat(HOST_BUF + 1);
         assert_eq!(normalize_host_into(&long, &mut buf), None);
@@ -151,8 +159,11 @@ mod tests {
 
     #[test]
     fn wildcard_suffixes_are_longest_first_and_never_the_whole_host() {
-        let got: Vec<&str> = wildcard_suffixes("a.b.example.com").collect();
-        assert_eq!(got, [".b.example.com", ".example.com", ".com"]);
-        assert_eq!(wildcard_suffixes(".example.com").collect::<Vec<_>>(), [".com"]);
+        let got: Vec<&[u8]> = wildcard_suffixes(b"a.b.example.com").collect();
+        assert_eq!(got, [&b".b.example.com"[..], b".example.com", b".com"]);
+        assert_eq!(
+            wildcard_suffixes(b".example.com").collect::<Vec<_>>(),
+            [&b".com"[..]]
+        );
     }
 }

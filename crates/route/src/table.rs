@@ -1,7 +1,6 @@
 //! The compiled routing table: hostname buckets of precedence-sorted arms, and the allocation-free lookup.
 
-use std::collections::HashMap;
-use std::ops::Range;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +19,9 @@ pub struct RouteTable {
     version: i64,
     rules: Vec<Rule>,
     upstreams: Vec<Arc<Upstream>>,
-    exact: HashMap<Box<str>, Bucket>,
+    exact: FxHashMap<IndexKey, Bucket>,
     /// Keyed by suffix (`.example.com` for `*.example.com`).
-    wildcard: HashMap<Box<str>, Bucket>,
+    wildcard: FxHashMap<IndexKey, Bucket>,
     /// Length of the longest wildcard suffix: longer host suffixes need no hash probe.
     wildcard_max_len: usize,
     default: Option<Bucket>,
@@ -70,32 +69,42 @@ pub struct Rule {
     pub(crate) weights: WeightTable,
 }
 
-/// The arms of one hostname bucket, sorted by precedence (best first), with indexes by path.
+/// The arms of one hostname bucket with an index by path. Arms are stored grouped by path string (so one lookup
+/// reads one contiguous run), each group in precedence order; `rank` orders arms across groups.
 #[derive(Debug)]
 struct Bucket {
     label: Box<str>,
     arms: Vec<BucketArm>,
-    /// Exact path value → positions in `arms`, ascending (so in precedence order).
-    exact_paths: HashMap<Box<str>, Vec<u32>>,
-    /// Positions of the RegularExpression arms; they sit between the Exact and the PathPrefix arms.
-    regex: Range<usize>,
-    /// Normalised prefix → its arms.
-    prefixes: HashMap<Box<str>, PrefixGroup>,
-    /// Byte lengths of the normalised prefixes, so most candidate prefixes of a path skip the hash probe.
+    /// Exact path values and normalised prefixes → their runs of `arms`.
+    paths: FxHashMap<IndexKey, PathEntry>,
+    /// The run of RegularExpression arms, in precedence order.
+    regex: (u32, u32),
+    /// Byte lengths of the exact values and of the normalised prefixes: most candidate strings of a path skip
+    /// the hash probe.
+    exact_lens: LengthSet,
     prefix_lens: LengthSet,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// One arm in a bucket. The method is kept inline because most arms need nothing else once the path index has
+/// selected them; header and query conditions are checked on the rule's arm only when `more` is set.
+#[derive(Debug, Clone)]
 struct BucketArm {
+    /// Position in the bucket's precedence order (0 = best).
+    rank: u32,
     rule: u32,
     arm: u32,
+    method: Option<Method>,
+    more: bool,
 }
 
-#[derive(Debug, Default)]
-struct PrefixGroup {
-    /// The precedence length shared by every arm of the group.
-    len: usize,
-    positions: Vec<u32>,
+#[derive(Debug, Clone, Default)]
+struct PathEntry {
+    /// Exact arms with this value (a run of `Bucket::arms`).
+    exact: (u32, u32),
+    /// PathPrefix arms with this normalised prefix.
+    prefix: (u32, u32),
+    /// The precedence length shared by every PathPrefix arm of the entry.
+    prefix_len: usize,
 }
 
 #[derive(Debug, Default)]
@@ -144,7 +153,7 @@ impl RouteTable {
             Some(host) => host,
             None => {
                 long_host = normalize_host(req.host);
-                &long_host
+                long_host.as_bytes()
             }
         };
         if let Some(bucket) = self.exact.get(host)
@@ -168,18 +177,14 @@ impl RouteTable {
     }
 
     fn find_in<'t>(&'t self, bucket: &'t Bucket, req: &RequestHead<'_>) -> Option<RouteHit<'t>> {
-        let position = bucket.find(&self.rules, req)?;
-        let entry = bucket.arms.get(position)?;
+        let (entry, prefix) = bucket.find(&self.rules, req)?;
         let rule_index = entry.rule as usize;
-        let arm_index = entry.arm as usize;
-        let rule = self.rules.get(rule_index)?;
-        let arm = rule.arms.get(arm_index)?;
         Some(RouteHit {
-            rule,
+            rule: self.rules.get(rule_index)?,
             rule_index,
-            arm_index,
+            arm_index: entry.arm as usize,
             hostname: &bucket.label,
-            prefix: arm.prefix(),
+            prefix,
         })
     }
 
@@ -190,7 +195,7 @@ impl RouteTable {
         hosts: &[Vec<HostPattern>],
         upstreams: Vec<Arc<Upstream>>,
     ) -> RouteTable {
-        let mut members: HashMap<&HostPattern, Vec<usize>> = HashMap::new();
+        let mut members: FxHashMap<&HostPattern, Vec<usize>> = FxHashMap::default();
         let mut default_members = Vec::new();
         for (rule_index, patterns) in hosts.iter().enumerate() {
             if patterns.is_empty() {
@@ -213,11 +218,11 @@ impl RouteTable {
             let bucket = Bucket::new(pattern.label(), &rules, &rule_indexes);
             match pattern {
                 HostPattern::Exact(name) => {
-                    table.exact.insert(name.as_str().into(), bucket);
+                    table.exact.insert(IndexKey::new(name.as_bytes()), bucket);
                 }
                 HostPattern::Wildcard(suffix) => {
                     table.wildcard_max_len = table.wildcard_max_len.max(suffix.len());
-                    table.wildcard.insert(suffix.as_str().into(), bucket);
+                    table.wildcard.insert(IndexKey::new(suffix.as_bytes()), bucket);
                 }
             }
         }
@@ -251,116 +256,219 @@ impl Rule {
 
 impl Bucket {
     fn new(label: String, rules: &[Rule], rule_indexes: &[usize]) -> Bucket {
-        let mut keyed: Vec<(Precedence, BucketArm)> = rule_indexes
+        let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
             .filter_map(|&r| rules.get(r).map(|rule| (r, rule)))
             .flat_map(|(r, rule)| {
-                rule.arms.iter().enumerate().map(move |(a, arm)| {
-                    (
-                        arm.precedence(r, a),
-                        BucketArm {
-                            rule: r as u32,
-                            arm: a as u32,
-                        },
-                    )
-                })
+                rule.arms
+                    .iter()
+                    .enumerate()
+                    .map(move |(a, arm)| (arm.precedence(r, a), r as u32, a as u32))
             })
             .collect();
         // Best first: greater precedence wins. Keys are unique (rule and arm order are part of them).
-        keyed.sort_unstable_by_key(|&(key, _)| std::cmp::Reverse(key));
-        let mut bucket = Bucket {
-            label: label.into_boxed_str(),
-            arms: Vec::with_capacity(keyed.len()),
-            exact_paths: HashMap::new(),
-            regex: 0..0,
-            prefixes: HashMap::new(),
-            prefix_lens: LengthSet::default(),
-        };
-        let mut regex_start = None;
-        let mut regex_end = 0;
-        for (position, (key, entry)) in keyed.into_iter().enumerate() {
-            let arm = &rules[entry.rule as usize].arms[entry.arm as usize];
+        keyed.sort_unstable_by_key(|&(key, _, _)| std::cmp::Reverse(key));
+
+        // Per path string: (exact arms, prefix arms, prefix precedence length), each in rank order.
+        let mut groups: FxHashMap<&str, (Vec<BucketArm>, Vec<BucketArm>, usize)> = FxHashMap::default();
+        let mut regex = Vec::new();
+        let mut exact_lens = LengthSet::default();
+        let mut prefix_lens = LengthSet::default();
+        for (rank, (key, r, a)) in keyed.into_iter().enumerate() {
+            let arm = &rules[r as usize].arms[a as usize];
+            let entry = BucketArm {
+                rank: rank as u32,
+                rule: r,
+                arm: a,
+                method: arm.method.clone(),
+                more: !arm.headers.is_empty() || !arm.query.is_empty(),
+            };
             match &arm.path {
-                PathCondition::Exact(value) => bucket
-                    .exact_paths
-                    .entry(value.as_str().into())
-                    .or_default()
-                    .push(position as u32),
-                PathCondition::RegularExpression(_) => {
-                    regex_start.get_or_insert(position);
-                    regex_end = position + 1;
+                PathCondition::Exact(value) => {
+                    exact_lens.insert(value.len());
+                    groups.entry(value).or_default().0.push(entry);
                 }
+                PathCondition::RegularExpression(_) => regex.push(entry),
                 PathCondition::Prefix { prefix, .. } => {
-                    bucket.prefix_lens.insert(prefix.len());
-                    let group = bucket.prefixes.entry(prefix.as_str().into()).or_default();
-                    group.len = key.path_len;
-                    group.positions.push(position as u32);
+                    prefix_lens.insert(prefix.len());
+                    let group = groups.entry(prefix).or_default();
+                    group.1.push(entry);
+                    group.2 = key.path_len;
                 }
             }
-            bucket.arms.push(entry);
         }
-        if let Some(start) = regex_start {
-            bucket.regex = start..regex_end;
+        let total = groups.values().map(|g| g.0.len() + g.1.len()).sum::<usize>() + regex.len();
+        let mut arms = Vec::with_capacity(total);
+        let run = |arms: &mut Vec<BucketArm>, group: Vec<BucketArm>| {
+            let start = arms.len() as u32;
+            arms.extend(group);
+            (start, arms.len() as u32)
+        };
+        let regex = run(&mut arms, regex);
+        let mut paths = FxHashMap::with_capacity_and_hasher(groups.len(), Default::default());
+        for (path, (exact, prefix, prefix_len)) in groups {
+            let entry = PathEntry {
+                exact: run(&mut arms, exact),
+                prefix: run(&mut arms, prefix),
+                prefix_len,
+            };
+            paths.insert(IndexKey::new(path.as_bytes()), entry);
         }
-        bucket
+        Bucket {
+            label: label.into_boxed_str(),
+            arms,
+            paths,
+            regex,
+            exact_lens,
+            prefix_lens,
+        }
     }
 
-    /// Position (in `arms`) of the first arm in precedence order whose conditions all hold.
-    fn find(&self, rules: &[Rule], req: &RequestHead<'_>) -> Option<usize> {
-        let arm_at = |position: usize| -> Option<&Arm> {
-            let entry = self.arms.get(position)?;
-            rules.get(entry.rule as usize)?.arms.get(entry.arm as usize)
-        };
-        let rest_holds = |position: usize| arm_at(position).is_some_and(|arm| arm.matches_except_path(req));
+    fn run(&self, (start, end): (u32, u32)) -> &[BucketArm] {
+        self.arms.get(start as usize..end as usize).unwrap_or(&[])
+    }
 
-        // Tier 1: Exact arms, all ranked above every other type; only those equal to the path can match.
-        if !self.exact_paths.is_empty()
-            && let Some(positions) = self.exact_paths.get(req.path)
-            && let Some(&p) = positions.iter().find(|&&p| rest_holds(p as usize))
+    /// Method, header and query conditions of an arm the path index selected.
+    fn rest_holds(rules: &[Rule], entry: &BucketArm, req: &RequestHead<'_>) -> bool {
+        if let Some(method) = &entry.method
+            && method != req.method
         {
-            return Some(p as usize);
+            return false;
+        }
+        !entry.more || Self::arm_of(rules, entry).is_some_and(|arm| arm.headers_and_query_match(req))
+    }
+
+    fn arm_of<'r>(rules: &'r [Rule], entry: &BucketArm) -> Option<&'r Arm> {
+        rules.get(entry.rule as usize)?.arms.get(entry.arm as usize)
+    }
+
+    /// The first arm in precedence order whose conditions all hold, and the normalised prefix when it is a
+    /// PathPrefix arm.
+    fn find<'b>(&'b self, rules: &[Rule], req: &RequestHead<'_>) -> Option<(&'b BucketArm, Option<&'b str>)> {
+        let len = req.path.len();
+        let whole = if self.exact_lens.contains(len) || self.prefix_lens.contains(len) {
+            self.paths.get_key_value(req.path.as_bytes())
+        } else {
+            None
+        };
+        // Tier 1: Exact arms rank above every other type; only those equal to the path can match.
+        if let Some((_, entry)) = whole
+            && let Some(hit) = self
+                .run(entry.exact)
+                .iter()
+                .find(|a| Self::rest_holds(rules, a, req))
+        {
+            return Some((hit, None));
         }
         // Tier 2: RegularExpression arms, in precedence order.
-        for position in self.regex.clone() {
-            if arm_at(position).is_some_and(|arm| arm.matches(req)) {
-                return Some(position);
-            }
+        if let Some(hit) = self
+            .run(self.regex)
+            .iter()
+            .find(|a| Self::arm_of(rules, a).is_some_and(|arm| arm.matches(req)))
+        {
+            return Some((hit, None));
         }
         // Tier 3: PathPrefix arms. The prefixes that can match are exactly the path itself and the path cut
         // before each `/`; longer ones have the greater (or equal) precedence length, so walk them longest first
-        // and keep the best position among groups of equal length (only `""` and `"/"` can tie).
-        if self.prefixes.is_empty() {
-            return None;
-        }
-        let mut best: Option<(usize, usize)> = None; // (position, precedence length)
-        for candidate in prefix_candidates(req.path) {
-            if !self.prefix_lens.contains(candidate.len()) {
-                continue;
-            }
-            let Some(group) = self.prefixes.get(candidate) else {
-                continue;
+        // and keep the best rank among groups of equal length (only `""` and `"/"` can tie).
+        let mut best: Option<(&'b BucketArm, usize, &'b IndexKey)> = None;
+        let mut probe = |found: Option<(&'b IndexKey, &'b PathEntry)>| -> bool {
+            let Some((prefix, entry)) = found else {
+                return true;
             };
-            if let Some((_, best_len)) = best
-                && group.len < best_len
+            if let Some((_, best_len, _)) = best
+                && entry.prefix_len < best_len
             {
-                break;
+                return false;
             }
-            if let Some(&p) = group.positions.iter().find(|&&p| rest_holds(p as usize)) {
-                let p = p as usize;
+            if let Some(hit) = self
+                .run(entry.prefix)
+                .iter()
+                .find(|a| Self::rest_holds(rules, a, req))
+            {
                 best = match best {
-                    Some((q, len)) if q < p => Some((q, len)),
-                    _ => Some((p, group.len)),
+                    Some(current) if current.0.rank < hit.rank => Some(current),
+                    _ => Some((hit, entry.prefix_len, prefix)),
                 };
             }
+            true
+        };
+        let path = req.path.as_bytes();
+        if self.prefix_lens.contains(len) && !probe(whole) {
+            return best.map(|(hit, _, prefix)| (hit, prefix.as_str()));
         }
-        best.map(|(position, _)| position)
+        // Cuts longer than the longest prefix cannot match; start the backwards scan there.
+        let mut end = len.min(self.prefix_lens.max.saturating_add(1));
+        while end > 0 {
+            end -= 1;
+            if path.get(end) == Some(&b'/') && self.prefix_lens.contains(end) {
+                let candidate = path.get(..end).unwrap_or_default();
+                if !probe(self.paths.get_key_value(candidate)) {
+                    break;
+                }
+            }
+        }
+        best.map(|(hit, _, prefix)| (hit, prefix.as_str()))
     }
 }
 
-/// The normalised prefixes that can match `path`, longest first: the path itself, then the path cut before each
-/// `/`, right to left (ending with `""`).
-fn prefix_candidates(path: &str) -> impl Iterator<Item = &str> {
-    std::iter::once(path).chain(path.match_indices('/').rev().map(move |(i, _)| &path[..i]))
+/// A hash key of bytes kept inline when short (most hostnames and paths), so that a probe compares the key
+/// without another memory load.
+#[derive(Debug, Clone)]
+enum IndexKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE_KEY: usize = 30;
+
+impl IndexKey {
+    fn new(key: &[u8]) -> IndexKey {
+        match key.len() {
+            len @ 0..=INLINE_KEY => {
+                let mut bytes = [0u8; INLINE_KEY];
+                bytes[..len].copy_from_slice(key);
+                IndexKey::Inline {
+                    len: len as u8,
+                    bytes,
+                }
+            }
+            _ => IndexKey::Heap(key.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            IndexKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            IndexKey::Heap(bytes) => bytes,
+        }
+    }
+
+    /// Keys are built from `str`s, so this never fails.
+    fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.as_bytes()).ok()
+    }
+}
+
+// `Hash`, `Eq` and `Borrow<[u8]>` all go through `as_bytes`, so map lookups by `&[u8]` are consistent.
+impl std::hash::Hash for IndexKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for IndexKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for IndexKey {}
+
+impl std::borrow::Borrow<[u8]> for IndexKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
 }
 
 impl LengthSet {

@@ -197,7 +197,11 @@ fn key_of(raw: &str) -> Key {
 
 /// routing.md §3 and §4.6 as a plain scan: candidate buckets in order, and in each the greatest precedence key
 /// among all arms (of all rules in the bucket) whose conditions hold.
-fn reference(cfg: &Config, table: &RouteTable, req: &RequestHead<'_>) -> Option<(usize, usize, String)> {
+fn reference(
+    cfg: &Config,
+    table: &RouteTable,
+    req: &RequestHead<'_>,
+) -> Option<(usize, usize, String, Option<String>)> {
     let host = normalize_host(req.host).into_owned();
     let rule_keys: Vec<BTreeSet<Key>> = cfg
         .rules
@@ -233,13 +237,13 @@ fn reference(cfg: &Config, table: &RouteTable, req: &RequestHead<'_>) -> Option<
             .flat_map(|(r, rule)| rule.arms.iter().enumerate().map(move |(a, arm)| (r, a, arm)))
             .filter(|(_, _, arm)| arm.matches(req))
             .max_by_key(|(r, a, arm)| arm.precedence(*r, *a));
-        if let Some((r, a, _)) = best {
+        if let Some((r, a, arm)) = best {
             let label = match key {
                 Key::Exact(h) => h,
                 Key::Wildcard(s) => format!("*{s}"),
                 Key::Default => String::new(),
             };
-            return Some((r, a, label));
+            return Some((r, a, label, arm.prefix().map(str::to_owned)));
         }
     }
     None
@@ -260,7 +264,9 @@ proptest! {
                 query: req.query.as_deref(),
                 headers: &headers,
             };
-            let got = table.lookup(&head).map(|hit| (hit.rule_index, hit.arm_index, hit.hostname.to_owned()));
+            let got = table.lookup(&head).map(|hit| {
+            (hit.rule_index, hit.arm_index, hit.hostname.to_owned(), hit.prefix.map(str::to_owned))
+        });
             prop_assert_eq!(got, reference(&cfg, &table, &head), "request {:?}", req);
         }
     }
@@ -283,7 +289,9 @@ proptest! {
             }
         }
         let head = RequestHead { method: &method, host: &host, path: &path, query: query.as_deref(), headers: &map };
-        let got = table.lookup(&head).map(|hit| (hit.rule_index, hit.arm_index, hit.hostname.to_owned()));
+        let got = table.lookup(&head).map(|hit| {
+            (hit.rule_index, hit.arm_index, hit.hostname.to_owned(), hit.prefix.map(str::to_owned))
+        });
         prop_assert_eq!(got, reference(&cfg, &table, &head));
     }
 }

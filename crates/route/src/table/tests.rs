@@ -162,7 +162,7 @@ fn rule_with_several_hostnames_joins_each_bucket_once() {
     );
     assert_eq!(rule_of(&t, &Req::get("a.com", "/x")), Some(0));
     assert_eq!(rule_of(&t, &Req::get("z.b.com", "/x")), Some(0));
-    assert_eq!(t.exact.get("a.com").map(|b| b.arms.len()), Some(1));
+    assert_eq!(t.exact.get(&b"a.com"[..]).map(|b| b.arms.len()), Some(1));
     assert_eq!(t.rules()[0].hostnames, ["a.com", "a.com", "*.b.com"]);
 }
 
