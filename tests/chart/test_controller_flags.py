@@ -1,4 +1,4 @@
-"""The chart's controller args are flags the real binary accepts.
+"""The chart's controller args are flags the real binary accepts, and its proxy env vars are ones the proxy reads.
 
 Two checks against `tunnelgate controller`: every flag the chart renders appears in `--help`, and the whole rendered
 argument list parses (clap validates each argument as it reads it, so `<rendered args> --help` exits 0 only when
@@ -124,3 +124,27 @@ def test_a_bad_flag_is_refused(tunnelgate):
         [str(tunnelgate), "controller", "--no-such-flag-tunnelgate=1", "--help"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode != 0
+
+
+def test_every_proxy_env_var_is_known_to_the_proxy(tunnelgate):
+    """The proxy reads its settings from the environment (config-api.md §8) through clap `env = …` arguments, so
+    `tunnelgate proxy --help` lists every variable it knows as `[env: NAME=…]`."""
+    proc = subprocess.run([str(tunnelgate), "proxy", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"tunnelgate proxy --help failed: {proc.stderr}"
+    known = set(re.findall(r"\benv: ([A-Z][A-Z0-9_]*)", proc.stdout))
+    assert known, "tunnelgate proxy --help lists no environment variables"
+    everything = render(
+        {
+            "proxy": {
+                "websocket": {"dialTimeout": "5s", "handshakeTimeout": "5s"},
+                "mirror": {"maxBodyBytes": 65536},
+                "accessLog": {"enabled": True, "stripQuery": True},
+                "tracing": {"enabled": True, "endpoint": "http://otel:4317"},
+            }
+        }
+    )
+    from conftest import env_map, proxy_deployment
+
+    rendered = set(env_map(proxy_deployment(everything))) | set(env_map(proxy_deployment(helm_template({"proxy": {"mode": "standalone"}}))))
+    unknown = sorted(rendered - known)
+    assert not unknown, f"env vars set by the chart but not listed by `tunnelgate proxy --help`: {unknown}"
