@@ -33,6 +33,6 @@ if [ -x tests/chart/run.sh ] || [ -f tests/chart/run.sh ]; then
 fi
 
 step "demo smoke"
-cargo run --locked -q -p tunnelgate -- demo --check
+cargo run --locked -q -p tunnelgate -- demo --check --port 0 --config-port 0
 
 echo; echo "all tests passed"
