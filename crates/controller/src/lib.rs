@@ -49,6 +49,7 @@ pub use options::{
     AuthTokenOptions, ConfigPort, ControllerOptions, LeaderElectionOptions, ObjectName, OptionError,
     ProxyTargets, ProxyUrl, TunnelTokenOptions,
 };
+pub use tunnelgate_gateway::BackendResolution;
 
 use crate::auth_token::{AuthTokens, ensure_token, token_from_secret, token_hash};
 use crate::debounce::Trigger;
@@ -192,6 +193,12 @@ impl Drop for Controller {
             t.abort();
         }
     }
+}
+
+/// A client configured from the environment: the in-cluster service account, else `KUBECONFIG` or
+/// `~/.kube/config`.
+pub async fn connect() -> Result<kube::Client, Error> {
+    Ok(kube::Client::try_default().await?)
 }
 
 /// Starts the controller and runs it until it fails.

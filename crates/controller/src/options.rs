@@ -15,6 +15,8 @@ pub const FIELD_MANAGER: &str = "tunnelgate-controller";
 pub struct ControllerOptions {
     pub controller_name: String,
     pub cluster_domain: String,
+    /// How Service backendRefs become backend URLs (`--backend-resolution`).
+    pub backend_resolution: tunnelgate_gateway::BackendResolution,
     /// `None` disables the metrics listener.
     pub metrics_addr: Option<SocketAddr>,
     /// `None` disables the health listener.
@@ -44,6 +46,7 @@ impl ControllerOptions {
         Self {
             controller_name: DEFAULT_CONTROLLER_NAME.to_owned(),
             cluster_domain: "cluster.local".to_owned(),
+            backend_resolution: tunnelgate_gateway::BackendResolution::Endpoints,
             metrics_addr: None,
             health_addr: None,
             leader_election: None,

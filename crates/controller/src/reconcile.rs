@@ -84,6 +84,7 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
     let options = TranslateOptions {
         controller_name: ctx.opts.controller_name.clone(),
         cluster_domain: ctx.opts.cluster_domain.clone(),
+        backend_resolution: ctx.opts.backend_resolution,
         now: now.clone(),
         config_acknowledged: acknowledged,
         gateway_addresses: ctx.gateway_addresses.borrow().clone(),

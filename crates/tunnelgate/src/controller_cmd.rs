@@ -1,8 +1,525 @@
-//! Not built yet: its issue owns this file.
+//! `tunnelgate controller`: flags (each also read from `TUNNELGATE_<UPPER_SNAKE>`), logging, and the
+//! `tunnelgate-controller` run loop. Exit 0 on SIGTERM/SIGINT, 1 on any error, including a lost leader lease.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::builder::BoolishValueParser;
+use tunnelgate_config::GoDuration;
+use tunnelgate_controller::{
+    AuthTokenOptions, BackendResolution, ConfigPort, ControllerOptions, LeaderElectionOptions, ObjectName,
+    ProxyTargets, ProxyUrl, TunnelTokenOptions,
+};
+
+/// Where a pod's service-account namespace is mounted.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The flags, boxed so that the subcommand enum stays small.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    flags: Box<Flags>,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+struct Flags {
+    /// GatewayClass `spec.controllerName` this controller serves.
+    #[arg(
+        long,
+        env = "TUNNELGATE_CONTROLLER_NAME",
+        default_value = "tunnelgate.dev/gateway-controller"
+    )]
+    controller_name: String,
+    /// Cluster DNS domain for Service DNS names. Default: the `svc.<domain>` search entry of /etc/resolv.conf,
+    /// else `cluster.local`.
+    #[arg(long, env = "TUNNELGATE_CLUSTER_DOMAIN")]
+    cluster_domain: Option<String>,
+    /// `/metrics` listener (`:PORT`, `HOST:PORT`); `0` or empty disables it.
+    #[arg(long, env = "TUNNELGATE_METRICS_ADDR", default_value = ":8080")]
+    metrics_addr: String,
+    /// `/healthz` and `/readyz` listener; `0` or empty disables it.
+    #[arg(long, env = "TUNNELGATE_HEALTH_ADDR", default_value = ":8081")]
+    health_addr: String,
+    /// error, warn, info, debug or trace.
+    #[arg(long, env = "TUNNELGATE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// json or text.
+    #[arg(long, env = "TUNNELGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+    /// Run Lease-based leader election; only the leader writes status and pushes config.
+    #[arg(long, env = "TUNNELGATE_LEADER_ELECT", default_value = "true", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    leader_elect: bool,
+    /// Namespace of the Lease. Default: the pod's namespace.
+    #[arg(long, env = "TUNNELGATE_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "TUNNELGATE_LEADER_ELECTION_LEASE_NAME",
+        default_value = "tunnelgate-controller-leader"
+    )]
+    leader_election_lease_name: String,
+    /// The proxies' headless Service, `NAME` (in the pod's namespace) or `NAMESPACE/NAME`.
+    #[arg(
+        long,
+        env = "TUNNELGATE_PROXY_SERVICE",
+        required_unless_present = "proxy_endpoints"
+    )]
+    proxy_service: Option<String>,
+    /// EndpointSlice port name of the proxies' config API.
+    #[arg(long, env = "TUNNELGATE_PROXY_CONFIG_PORT_NAME", default_value = "config-api")]
+    proxy_config_port_name: String,
+    /// Config API port number; when set it is used instead of the port name.
+    #[arg(long, env = "TUNNELGATE_PROXY_PORT")]
+    proxy_port: Option<u16>,
+    /// Compatibility: fixed `http://HOST:PORT[/config]` URLs (comma-separated) instead of --proxy-service; each host
+    /// is resolved on every sync.
+    #[arg(
+        long,
+        env = "TUNNELGATE_PROXY_ENDPOINTS",
+        value_delimiter = ',',
+        conflicts_with = "proxy_service"
+    )]
+    proxy_endpoints: Vec<String>,
+    /// Client timeout of one config push (Go duration).
+    #[arg(long, env = "TUNNELGATE_PROXY_PUSH_TIMEOUT", default_value = "10s")]
+    proxy_push_timeout: GoDuration,
+    /// Secret holding the proxy bearer token, `NAME` or `NAMESPACE/NAME`. Unset: pushes carry no token.
+    #[arg(long, env = "TUNNELGATE_PROXY_AUTH_SECRET")]
+    proxy_auth_secret: Option<String>,
+    /// Key of the token in that Secret.
+    #[arg(long, env = "TUNNELGATE_PROXY_AUTH_SECRET_KEY", default_value = "auth-token")]
+    proxy_auth_secret_key: String,
+    /// Create the Secret with a random token when it does not exist.
+    #[arg(long, env = "TUNNELGATE_PROXY_AUTH_SECRET_GENERATE", default_value = "true", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    proxy_auth_secret_generate: bool,
+    /// Secret holding the tunnel token (tunnel mode), `NAME` or `NAMESPACE/NAME`: gives the Gateway address
+    /// `<tunnel-id>.cfargotunnel.com`.
+    #[arg(long, env = "TUNNELGATE_PROXY_TOKEN_SECRET")]
+    proxy_token_secret: Option<String>,
+    /// Key of the tunnel token in that Secret.
+    #[arg(long, env = "TUNNELGATE_PROXY_TOKEN_SECRET_KEY", default_value = "token")]
+    proxy_token_secret_key: String,
+    /// The proxy Deployment, `NAME` or `NAMESPACE/NAME`: rolled when the auth token changes.
+    #[arg(long, env = "TUNNELGATE_PROXY_DEPLOYMENT")]
+    proxy_deployment: Option<String>,
+    /// The proxies' tunnel protocol (auto, http2). `quic` is refused: rejecting GRPCRoutes under it is not built.
+    #[arg(long, env = "TUNNELGATE_TUNNEL_PROTOCOL", default_value = "auto")]
+    tunnel_protocol: String,
+    /// Service backends: `endpoints` (one backend per ready endpoint) or `dns` (the Service DNS name).
+    #[arg(long, env = "TUNNELGATE_BACKEND_RESOLUTION", default_value = "endpoints", value_parser = ["endpoints", "dns"])]
+    backend_resolution: String,
+    /// Cloudflare API sync. Not implemented in this build: `true` is refused.
+    #[arg(long, env = "TUNNELGATE_CLOUDFLARE_SYNC", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    cloudflare_sync: bool,
+    /// Only with --cloudflare-sync (refused).
+    #[arg(long, env = "TUNNELGATE_CLOUDFLARE_API_TOKEN_SECRET")]
+    cloudflare_api_token_secret: Option<String>,
+    /// Only with --cloudflare-sync (refused).
+    #[arg(long, env = "TUNNELGATE_CLOUDFLARE_API_TOKEN_KEY")]
+    cloudflare_api_token_key: Option<String>,
+    /// Only with --cloudflare-sync (refused).
+    #[arg(long, env = "TUNNELGATE_CLOUDFLARE_ACCOUNT_ID")]
+    cloudflare_account_id: Option<String>,
+    /// Only with --cloudflare-sync (refused).
+    #[arg(long, env = "TUNNELGATE_CLOUDFLARE_TUNNEL_ID")]
+    cloudflare_tunnel_id: Option<String>,
+    /// OTLP tracing. Not implemented in this build: `true` is refused.
+    #[arg(long, env = "TUNNELGATE_TRACING_ENABLED", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    tracing_enabled: bool,
+    /// Only with --tracing-enabled (refused).
+    #[arg(long, env = "TUNNELGATE_TRACING_ENDPOINT")]
+    tracing_endpoint: Option<String>,
+    /// Only with --tracing-enabled (refused).
+    #[arg(long, env = "TUNNELGATE_TRACING_SAMPLE_RATE")]
+    tracing_sample_rate: Option<f64>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("this subcommand is not available in this build yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let args = *args.flags;
+    refuse_unimplemented(&args)?;
+    init_logging(&args.log_level, &args.log_format)?;
+    let pod_namespace = pod_namespace();
+    let opts = controller_options(&args, &pod_namespace, pod_identity(), &resolv_conf())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let client = tunnelgate_controller::connect()
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let controller = tunnelgate_controller::Controller::start(client, opts).await?;
+        tokio::select! {
+            result = controller.wait() => {
+                result?;
+                Ok(ExitCode::SUCCESS)
+            }
+            () = shutdown_signal() => {
+                tracing::info!("signal received; stopping");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// Flags for features this build does not have are errors, never silently ignored.
+fn refuse_unimplemented(args: &Flags) -> anyhow::Result<()> {
+    if args.cloudflare_sync {
+        bail!("--cloudflare-sync is not implemented in this build; run with --cloudflare-sync=false");
+    }
+    let cloudflare_only = [
+        (
+            "--cloudflare-api-token-secret",
+            args.cloudflare_api_token_secret.is_some(),
+        ),
+        (
+            "--cloudflare-api-token-key",
+            args.cloudflare_api_token_key.is_some(),
+        ),
+        ("--cloudflare-account-id", args.cloudflare_account_id.is_some()),
+        ("--cloudflare-tunnel-id", args.cloudflare_tunnel_id.is_some()),
+    ];
+    if let Some((flag, _)) = cloudflare_only.iter().find(|(_, set)| *set) {
+        bail!("{flag} only applies to --cloudflare-sync, which is not implemented in this build");
+    }
+    if args.tracing_enabled {
+        bail!("--tracing-enabled is not implemented in this build; run with --tracing-enabled=false");
+    }
+    if args.tracing_endpoint.is_some() || args.tracing_sample_rate.is_some() {
+        bail!(
+            "--tracing-endpoint and --tracing-sample-rate only apply to --tracing-enabled, which is not implemented"
+        );
+    }
+    match args.tunnel_protocol.to_ascii_lowercase().as_str() {
+        "auto" | "http2" | "" => Ok(()),
+        "quic" => bail!(
+            "--tunnel-protocol=quic is not supported by this controller: GRPCRoutes would have to be rejected \
+             (controller.md §6.4), which is not built; use auto or http2"
+        ),
+        other => bail!("--tunnel-protocol must be auto, quic or http2, not {other:?}"),
+    }
+}
+
+fn controller_options(
+    args: &Flags,
+    pod_namespace: &str,
+    identity: String,
+    resolv_conf: &str,
+) -> anyhow::Result<ControllerOptions> {
+    let in_pod_namespace = |flag: &str, value: &str| -> anyhow::Result<ObjectName> {
+        let full = if value.contains('/') {
+            value.to_owned()
+        } else {
+            format!("{pod_namespace}/{value}")
+        };
+        full.parse().with_context(|| flag.to_owned())
+    };
+    let proxy_targets = if args.proxy_endpoints.is_empty() {
+        let Some(service) = &args.proxy_service else {
+            bail!("--proxy-service or --proxy-endpoints is required");
+        };
+        let port = match args.proxy_port {
+            Some(0) => bail!("--proxy-port must be 1..65535"),
+            Some(n) => ConfigPort::Number(n),
+            None => ConfigPort::Name(args.proxy_config_port_name.clone()),
+        };
+        ProxyTargets::Service {
+            service: in_pod_namespace("--proxy-service", service)?,
+            port,
+        }
+    } else {
+        let urls = args
+            .proxy_endpoints
+            .iter()
+            .map(|u| u.trim().parse::<ProxyUrl>().context("--proxy-endpoints"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        ProxyTargets::Urls(urls)
+    };
+    let mut opts = ControllerOptions::new(proxy_targets);
+    opts.controller_name = args.controller_name.clone();
+    opts.cluster_domain = match &args.cluster_domain {
+        Some(d) if !d.trim().is_empty() => d.trim().trim_matches('.').to_owned(),
+        _ => cluster_domain_from_resolv_conf(resolv_conf).unwrap_or_else(|| "cluster.local".to_owned()),
+    };
+    opts.metrics_addr = listen_addr("--metrics-addr", &args.metrics_addr)?;
+    opts.health_addr = listen_addr("--health-addr", &args.health_addr)?;
+    opts.push_timeout = args
+        .proxy_push_timeout
+        .to_std()
+        .filter(|d| !d.is_zero())
+        .context("--proxy-push-timeout must be positive")?;
+    opts.backend_resolution = if args.backend_resolution == "dns" {
+        BackendResolution::Dns
+    } else {
+        BackendResolution::Endpoints
+    };
+    if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| pod_namespace.to_owned());
+        let lease = format!("{namespace}/{}", args.leader_election_lease_name)
+            .parse::<ObjectName>()
+            .context("--leader-election-namespace / --leader-election-lease-name")?;
+        opts.leader_election = Some(LeaderElectionOptions::new(lease, identity));
+    }
+    if let Some(secret) = &args.proxy_auth_secret {
+        opts.auth_token = Some(AuthTokenOptions {
+            secret: in_pod_namespace("--proxy-auth-secret", secret)?,
+            key: args.proxy_auth_secret_key.clone(),
+            generate: args.proxy_auth_secret_generate,
+        });
+    }
+    if let Some(secret) = &args.proxy_token_secret {
+        opts.tunnel_token = Some(TunnelTokenOptions {
+            secret: in_pod_namespace("--proxy-token-secret", secret)?,
+            key: args.proxy_token_secret_key.clone(),
+        });
+    }
+    if let Some(deployment) = &args.proxy_deployment {
+        opts.proxy_deployment = Some(in_pod_namespace("--proxy-deployment", deployment)?);
+    }
+    Ok(opts)
+}
+
+/// `:PORT` (every interface, IPv6 and IPv4), `HOST:PORT`, `[V6]:PORT`; `0` or empty disables the listener.
+fn listen_addr(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.is_empty() || text == "0" {
+        return Ok(None);
+    }
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("{flag}: invalid port in {text:?}"))?;
+        return Ok(Some(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))));
+    }
+    let addr = if let Some(port) = text.strip_prefix("localhost:") {
+        format!("127.0.0.1:{port}")
+    } else {
+        text.to_owned()
+    };
+    addr.parse()
+        .map(Some)
+        .with_context(|| format!("{flag}: expected :PORT or HOST:PORT, got {text:?}"))
+}
+
+/// The `<domain>` of the `svc.<domain>` entry in the resolv.conf `search` line.
+fn cluster_domain_from_resolv_conf(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("search"))
+        .flat_map(str::split_whitespace)
+        .find_map(|entry| {
+            entry
+                .trim_end_matches('.')
+                .strip_prefix("svc.")
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+        })
+}
+
+fn resolv_conf() -> String {
+    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+}
+
+fn pod_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// The Lease holder identity: the pod name, else the host name, plus the process id so that two processes on one
+/// host never share an identity.
+fn pod_identity() -> String {
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|s| !s.trim().is_empty()) {
+        return pod;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "tunnelgate" } else { &host },
+        std::process::id()
+    )
+}
+
+fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+    let level = level.trim().to_ascii_lowercase();
+    if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+        bail!("--log-level must be error, warn, info, debug or trace, not {level:?}");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},kube=warn,hyper=warn,tower=warn"))
+        .context("--log-level")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let result = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| anyhow::anyhow!("logging setup: {e}"))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Flags {
+        let mut full = vec!["controller"];
+        full.extend_from_slice(argv);
+        *Cli::try_parse_from(full).unwrap().args.flags
+    }
+
+    #[test]
+    fn chart_arguments_parse_into_options() {
+        let args = parse(&[
+            "--controller-name=tunnelgate.dev/gateway-controller",
+            "--metrics-addr=:8080",
+            "--health-addr=:8081",
+            "--log-level=info",
+            "--log-format=json",
+            "--leader-elect=true",
+            "--leader-election-namespace=tg",
+            "--leader-election-lease-name=rel-tunnelgate-leader",
+            "--proxy-service=rel-tunnelgate-proxy-headless",
+            "--proxy-config-port-name=config-api",
+            "--proxy-push-timeout=10s",
+            "--proxy-deployment=tg/rel-tunnelgate-proxy",
+            "--proxy-auth-secret=tg/rel-tunnelgate-proxy-auth-token",
+            "--proxy-auth-secret-key=auth-token",
+            "--proxy-auth-secret-generate=true",
+            "--proxy-token-secret=tg/tunnel",
+            "--proxy-token-secret-key=token",
+            "--tunnel-protocol=auto",
+            "--cloudflare-sync=false",
+            "--tracing-enabled=false",
+        ]);
+        refuse_unimplemented(&args).unwrap();
+        let resolv = "nameserver 10.96.0.10\nsearch tg.svc.corp.example svc.corp.example corp.example\noptions ndots:5\n";
+        let opts = controller_options(&args, "tg", "pod-0".into(), resolv).unwrap();
+        assert_eq!(opts.cluster_domain, "corp.example");
+        match &opts.proxy_targets {
+            ProxyTargets::Service { service, port } => {
+                assert_eq!(service, &ObjectName::new("tg", "rel-tunnelgate-proxy-headless"));
+                assert_eq!(port, &ConfigPort::Name("config-api".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let le = opts.leader_election.unwrap();
+        assert_eq!(le.lease, ObjectName::new("tg", "rel-tunnelgate-leader"));
+        assert_eq!(le.identity, "pod-0");
+        assert_eq!(opts.push_timeout, Duration::from_secs(10));
+        assert_eq!(opts.metrics_addr, Some("[::]:8080".parse().unwrap()));
+        assert_eq!(
+            opts.auth_token.unwrap().secret,
+            ObjectName::new("tg", "rel-tunnelgate-proxy-auth-token")
+        );
+        assert_eq!(opts.tunnel_token.unwrap().key, "token");
+        assert_eq!(
+            opts.proxy_deployment,
+            Some(ObjectName::new("tg", "rel-tunnelgate-proxy"))
+        );
+    }
+
+    #[test]
+    fn unimplemented_features_are_refused_not_ignored() {
+        for argv in [
+            &["--proxy-service=p", "--cloudflare-sync=true"][..],
+            &["--proxy-service=p", "--cloudflare-sync"],
+            &["--proxy-service=p", "--cloudflare-account-id=0123"],
+            &["--proxy-service=p", "--tracing-enabled=true"],
+            &["--proxy-service=p", "--tracing-endpoint=http://otel:4317"],
+            &["--proxy-service=p", "--tunnel-protocol=quic"],
+            &["--proxy-service=p", "--tunnel-protocol=carrier-pigeon"],
+        ] {
+            let err = refuse_unimplemented(&parse(argv)).unwrap_err().to_string();
+            assert!(err.contains("not") || err.contains("must"), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let bad = |argv: &[&str]| {
+            let args = parse(argv);
+            controller_options(&args, "tg", "me".into(), "")
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(&["--proxy-service=a/b/c"]).contains("--proxy-service"));
+        assert!(bad(&["--proxy-service=p", "--metrics-addr=:http"]).contains("--metrics-addr"));
+        assert!(bad(&["--proxy-service=p", "--proxy-push-timeout=0s"]).contains("--proxy-push-timeout"));
+        assert!(bad(&["--proxy-endpoints=ftp://x:1"]).contains("--proxy-endpoints"));
+        let mut cli = vec!["controller", "--proxy-push-timeout=ten"];
+        cli.push("--proxy-service=p");
+        assert!(
+            Cli::try_parse_from(cli).is_err(),
+            "a malformed duration is a parse error"
+        );
+        assert!(
+            Cli::try_parse_from(["controller"]).is_err(),
+            "a proxy target source is required"
+        );
+    }
+
+    #[test]
+    fn defaults_and_disabled_listeners() {
+        let args = parse(&[
+            "--proxy-endpoints=http://proxy.tg.svc:8081/config",
+            "--leader-elect=false",
+            "--metrics-addr=0",
+        ]);
+        let opts = controller_options(&args, "tg", "me".into(), "search cluster.local\n").unwrap();
+        assert!(opts.leader_election.is_none());
+        assert_eq!(opts.metrics_addr, None);
+        assert_eq!(opts.health_addr, Some("[::]:8081".parse().unwrap()));
+        assert_eq!(opts.cluster_domain, "cluster.local");
+        assert_eq!(opts.controller_name, "tunnelgate.dev/gateway-controller");
+        assert!(matches!(opts.proxy_targets, ProxyTargets::Urls(ref u) if u[0].host == "proxy.tg.svc"));
+    }
 }
