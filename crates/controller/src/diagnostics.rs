@@ -32,9 +32,17 @@ impl Diagnostics {
         addr: SocketAddr,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Result<SocketAddr, Error> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            // `:PORT` asks for every interface; without IPv6 that is every IPv4 interface.
+            Err(_) if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) => {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                TcpListener::bind(v4)
+                    .await
+                    .map_err(|source| Error::Bind { addr, source })?
+            }
+            Err(source) => return Err(Error::Bind { addr, source }),
+        };
         let bound = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;

@@ -14,7 +14,8 @@
 //!
 //! What it does not do: translation (that is `tunnelgate-gateway`, a pure function), command-line parsing and
 //! logging setup (the `tunnelgate` binary), the Cloudflare API sync, BackendTLSPolicy, GatewayClass finalizers,
-//! Events, and the `SupportedVersion` CRD bundle check.
+//! and Events. The Gateway API bundle version for
+//! `SupportedVersion` is read from the GatewayClass CRD's annotation (polled every ten minutes).
 
 pub mod auth_token;
 pub mod debounce;
@@ -148,6 +149,13 @@ impl Controller {
             )));
         }
 
+        let (bundle_tx, bundle_rx) = channel::channel(None);
+        tasks.push(tokio::spawn(follow_bundle_version(
+            client.clone(),
+            bundle_tx,
+            trigger.clone(),
+        )));
+
         let pusher = Pusher::new(
             Arc::new(VersionCounter::seeded_from_clock()),
             tokens_rx,
@@ -164,6 +172,7 @@ impl Controller {
             metrics: metrics.clone(),
             trigger,
             gateway_addresses: addresses_rx,
+            bundle_version: bundle_rx,
         });
         let main = tokio::spawn(lead_and_sync(client, ctx, ready, is_leader));
         Ok(Self {
@@ -345,6 +354,39 @@ async fn catch_up_deployment_roll(ctx: &Context) {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &deployment.namespace);
     if let Err(e) = auth_token::roll_deployment(&api, &deployment.name, &token_hash(&token), false).await {
         tracing::warn!(%deployment, error = %e, "checking the proxy Deployment's token hash failed");
+    }
+}
+
+/// The CRD whose `gateway.networking.k8s.io/bundle-version` annotation gives `SupportedVersion`.
+const BUNDLE_CRD: &str = "gatewayclasses.gateway.networking.k8s.io";
+const BUNDLE_ANNOTATION: &str = "gateway.networking.k8s.io/bundle-version";
+
+/// Reads the Gateway API bundle version now and every ten minutes (CRD upgrades are rare; RBAC allows `get`
+/// only, so it is polled rather than watched). Unknown (`None`) while it cannot be read.
+async fn follow_bundle_version(
+    client: kube::Client,
+    version: channel::Sender<Option<String>>,
+    trigger: Trigger,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    loop {
+        let read = match api.get_opt(BUNDLE_CRD).await {
+            Ok(crd) => crd.and_then(|c| c.metadata.annotations?.get(BUNDLE_ANNOTATION).cloned()),
+            Err(e) => {
+                tracing::warn!(crd = BUNDLE_CRD, error = %e, "reading the Gateway API bundle version failed");
+                None
+            }
+        };
+        if version.send_if_modified(|v| {
+            let changed = *v != read;
+            *v = read.clone();
+            changed
+        }) {
+            tracing::info!(bundle_version = ?read, "Gateway API bundle version");
+            trigger.fire();
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
     }
 }
 

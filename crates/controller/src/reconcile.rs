@@ -56,6 +56,8 @@ pub struct Context {
     pub trigger: Trigger,
     /// `status.addresses` of our Gateways (from the tunnel token, or the proxy Service DNS name).
     pub gateway_addresses: watch::Receiver<Vec<String>>,
+    /// The Gateway API CRD bundle version, for `SupportedVersion`; `None` while unknown.
+    pub bundle_version: watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -88,6 +90,7 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
         now: now.clone(),
         config_acknowledged: acknowledged,
         gateway_addresses: ctx.gateway_addresses.borrow().clone(),
+        bundle_version: ctx.bundle_version.borrow().clone(),
         ..TranslateOptions::default()
     };
     let translation = translate(&snapshot, &options);

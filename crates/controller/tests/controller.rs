@@ -107,6 +107,11 @@ async fn a_created_route_reaches_every_proxy_and_gets_its_status() {
         // One replica is not ready yet: it must get config all the same.
         c.api.apply(p.slice(&format!("proxy-headless-{i}"), i != 2));
     }
+    c.api.apply(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gatewayclasses.gateway.networking.k8s.io",
+                     "annotations": {"gateway.networking.k8s.io/bundle-version": "v1.5.1"}},
+        "spec": {"group": "gateway.networking.k8s.io", "names": {"kind": "GatewayClass", "plural": "gatewayclasses"},
+                 "scope": "Cluster", "versions": []}}));
     let controller = Controller::start(c.api.client(), options()).await.unwrap();
     let health = controller.health_addr.unwrap();
     wait_until("readyz", Duration::from_secs(10), || async {

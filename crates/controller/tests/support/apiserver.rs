@@ -47,6 +47,12 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", true),
     ("coordination.k8s.io/v1", "leases", "Lease", true),
     ("apps/v1", "deployments", "Deployment", true),
+    (
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+    ),
 ];
 
 /// One write the controller made through the HTTP API.
