@@ -110,8 +110,12 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
     let mut seen_routes = BTreeSet::new();
     for mut object in translation.statuses {
         let (current, generation) = current_status(&ctx.stores, &object);
-        if object.kind == "HTTPRoute" {
-            seen_routes.insert((object.namespace.clone().unwrap_or_default(), object.name.clone()));
+        if object.kind == "HTTPRoute" || object.kind == "GRPCRoute" {
+            seen_routes.insert((
+                object.kind.clone(),
+                object.namespace.clone().unwrap_or_default(),
+                object.name.clone(),
+            ));
         }
         status::add_config_pushed(
             &mut object,
@@ -252,33 +256,57 @@ fn current_status(stores: &Stores, object: &ObjectStatus) -> (Option<Value>, Opt
     }
 }
 
-/// HTTPRoutes that still carry our parent entries but were not in the translation: ours are removed.
+/// Routes that still carry our parent entries but were not in the translation: ours are removed.
 fn detached_routes(
     stores: &Stores,
-    seen: &BTreeSet<(String, String)>,
+    seen: &BTreeSet<(String, String, String)>,
     controller_name: &str,
 ) -> Vec<ObjectStatus> {
-    stores
-        .http_routes
-        .state()
-        .iter()
-        .filter_map(|route| {
-            let ns = route.metadata.namespace.clone()?;
-            let name = route.metadata.name.clone()?;
-            if seen.contains(&(ns.clone(), name.clone())) {
-                return None;
-            }
-            let current = serde_json::to_value(route.status.as_ref()?).ok()?;
-            let status = status::without_our_parents(&current, controller_name)?;
-            Some(ObjectStatus {
-                api_version: tunnelgate_gateway::GATEWAY_API_VERSION.to_owned(),
-                kind: "HTTPRoute".to_owned(),
-                namespace: Some(ns),
-                name,
-                status,
+    fn detached<K, S: serde::Serialize>(
+        kind: &str,
+        routes: &[Arc<K>],
+        status_of: impl Fn(&K) -> Option<&S>,
+        seen: &BTreeSet<(String, String, String)>,
+        controller_name: &str,
+    ) -> Vec<ObjectStatus>
+    where
+        K: kube::Resource,
+    {
+        routes
+            .iter()
+            .filter_map(|route| {
+                let ns = route.meta().namespace.clone()?;
+                let name = route.meta().name.clone()?;
+                if seen.contains(&(kind.to_owned(), ns.clone(), name.clone())) {
+                    return None;
+                }
+                let current = serde_json::to_value(status_of(route)?).ok()?;
+                let status = status::without_our_parents(&current, controller_name)?;
+                Some(ObjectStatus {
+                    api_version: tunnelgate_gateway::GATEWAY_API_VERSION.to_owned(),
+                    kind: kind.to_owned(),
+                    namespace: Some(ns),
+                    name,
+                    status,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
+    let mut out = detached(
+        "HTTPRoute",
+        &stores.http_routes.state(),
+        |r| r.status.as_ref(),
+        seen,
+        controller_name,
+    );
+    out.extend(detached(
+        "GRPCRoute",
+        &stores.grpc_routes.state(),
+        |r| r.status.as_ref(),
+        seen,
+        controller_name,
+    ));
+    out
 }
 
 async fn write_statuses(ctx: &Context, writes: Vec<ObjectStatus>) -> usize {

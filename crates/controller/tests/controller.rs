@@ -562,3 +562,23 @@ async fn route_event_to_three_proxies_serving_latency() {
         samples[samples.len() - 1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_leaves_our_gateways_loses_our_parent_entry() {
+    let c = cluster().await;
+    let proxy = Proxy::start().await;
+    c.api.apply(proxy.slice("proxy-headless-a", true));
+    c.api
+        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    let _controller = Controller::start(c.api.client(), options()).await.unwrap();
+    let ours = || our_parent(&c.api.get(GW_V1, "HTTPRoute", "default", "web").unwrap()["status"]).is_some();
+    wait_until("our entry written", Duration::from_secs(10), || async { ours() }).await;
+    let mut moved = http_route("default", "web", "elsewhere", "app.example.com", "/", "app");
+    moved["status"] = c.api.get(GW_V1, "HTTPRoute", "default", "web").unwrap()["status"].clone();
+    c.api.apply(moved);
+    wait_until("our entry removed", Duration::from_secs(10), || async { !ours() }).await;
+    wait_until("the route no longer serves", Duration::from_secs(10), || async {
+        proxy.get("app.example.com", "/hello").await.status == 404
+    })
+    .await;
+}
