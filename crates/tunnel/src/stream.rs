@@ -90,7 +90,18 @@ fn write_metadata(mut list: capnp::struct_list::Builder<'_, metadata::Owned>, en
     }
 }
 
+/// Most metadata entries accepted in one `ConnectRequest`/`ConnectResponse`: far more than any real head
+/// (one entry per header value). A list of zero-sized structs costs the sender no bytes, so without this bound a
+/// 49-byte message could make the reader allocate and walk millions of entries.
+pub const MAX_METADATA_ENTRIES: u32 = 4096;
+
 fn read_metadata(list: capnp::struct_list::Reader<'_, metadata::Owned>) -> capnp::Result<Vec<Metadata>> {
+    if list.len() > MAX_METADATA_ENTRIES {
+        return Err(capnp::Error::failed(format!(
+            "{} metadata entries exceed the limit of {MAX_METADATA_ENTRIES}",
+            list.len()
+        )));
+    }
     let mut out = Vec::with_capacity(list.len() as usize);
     for m in list.iter() {
         out.push(Metadata {
