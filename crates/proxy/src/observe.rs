@@ -28,11 +28,18 @@ pub struct ObservedResponse {
 
 /// What to record when a response ends.
 pub struct Finish {
-    pub host: Arc<HostMetrics>,
-    pub in_flight: Gauge,
-    pub started: Instant,
+    pub guard: RequestGuard,
     pub status: u16,
     pub log: Option<Box<AccessRecord>>,
+}
+
+/// Counts a request in flight from intake until it is recorded. Dropped unrecorded (the client went away before
+/// a response was produced), it counts the request as `aborted`.
+pub struct RequestGuard {
+    in_flight: Gauge,
+    pub host: Arc<HostMetrics>,
+    started: Instant,
+    recorded: bool,
 }
 
 /// Wraps a request body with a non-empty stream: counts bytes, signals the end of the body, tees for mirrors.
@@ -68,7 +75,7 @@ impl ObservedResponse {
     }
 
     fn complete(&mut self, aborted: bool) {
-        let Some(finish) = self.finish.take() else {
+        let Some(mut finish) = self.finish.take() else {
             return;
         };
         let class = if aborted {
@@ -76,10 +83,11 @@ impl ObservedResponse {
         } else {
             StatusClass::Status(finish.status)
         };
-        let elapsed = finish.started.elapsed();
-        finish.host.request_done(class, elapsed.as_secs_f64());
-        finish.host.response_bytes.inc_by(self.bytes);
-        finish.in_flight.dec();
+        let elapsed = finish.guard.started.elapsed();
+        let host = &finish.guard.host;
+        host.request_done(class, elapsed.as_secs_f64());
+        host.response_bytes.inc_by(self.bytes);
+        finish.guard.recorded = true;
         if let Some(log) = finish.log
             && !aborted
         {
@@ -132,6 +140,28 @@ impl Drop for ObservedResponse {
     fn drop(&mut self) {
         let done = self.inner.is_end_stream();
         self.complete(!done);
+    }
+}
+
+impl RequestGuard {
+    pub fn new(in_flight: &Gauge, host: Arc<HostMetrics>) -> Self {
+        in_flight.inc();
+        Self {
+            in_flight: in_flight.clone(),
+            host,
+            started: Instant::now(),
+            recorded: false,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.host
+                .request_done(StatusClass::Aborted, self.started.elapsed().as_secs_f64());
+        }
+        self.in_flight.dec();
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -22,7 +22,7 @@ use crate::body::{self, ProxyBody, reason_line, text_response};
 use crate::forward::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
 use crate::metrics::{BackendErrorReason, HostMetrics};
 use crate::mirror::{MirrorBody, MirrorCopy, Mirrors};
-use crate::observe::{Finish, ObservedRequest, ObservedResponse, Tee};
+use crate::observe::{Finish, ObservedRequest, ObservedResponse, RequestGuard, Tee};
 use crate::pool::{UpstreamClient, classify};
 use crate::settings::{AccessLogSettings, ProxySettings};
 use crate::state::{Active, ProxyState};
@@ -102,10 +102,9 @@ impl RequestService {
 
     /// Serves one request. Never fails: every error becomes a proxy-generated response.
     pub async fn serve(&self, req: Request<ProxyBody>, ctx: RequestContext) -> Response<ProxyBody> {
-        let started = Instant::now();
         let inner = &*self.inner;
         let metrics = inner.state.metrics();
-        metrics.in_flight.inc();
+        let mut guard = RequestGuard::new(&metrics.in_flight, metrics.unmatched().clone());
         let active = inner.state.active();
         let (mut parts, body) = req.into_parts();
 
@@ -133,29 +132,28 @@ impl RequestService {
             query: parts.uri.query(),
             headers: &parts.headers,
         });
-        let (host_metrics, outcome) = match hit {
+        let outcome = match hit {
             None => {
                 let grpc = parts
                     .headers
                     .get(header::CONTENT_TYPE)
                     .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                (metrics.unmatched().clone(), Outcome::NoRoute { grpc })
+                Outcome::NoRoute { grpc }
             }
             Some(hit) => {
                 let hm = active.host_metrics(hit.hostname, metrics).clone();
-                let outcome = self
-                    .routed(
-                        &active,
-                        hit,
-                        &hm,
-                        &mut parts,
-                        body,
-                        &ctx,
-                        host.as_ref(),
-                        original_host.is_some(),
-                    )
-                    .await;
-                (hm, outcome)
+                guard.host = hm.clone();
+                self.routed(
+                    &active,
+                    hit,
+                    &hm,
+                    &mut parts,
+                    body,
+                    &ctx,
+                    host.as_ref(),
+                    original_host.is_some(),
+                )
+                .await
             }
         };
         let resp = match outcome {
@@ -172,20 +170,18 @@ impl RequestService {
             ),
             Outcome::BackendUnavailable(status) => text_response(status, "backend unavailable\n", head_only),
             Outcome::BadGateway(reason) => {
-                host_metrics.backend_error(reason);
+                guard.host.backend_error(reason);
                 text_response(StatusCode::BAD_GATEWAY, "bad gateway\n", head_only)
             }
             Outcome::Timeout => {
-                host_metrics.backend_error(BackendErrorReason::Timeout);
+                guard.host.backend_error(BackendErrorReason::Timeout);
                 text_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n", head_only)
             }
         };
         let (resp_parts, resp_body) = resp.into_parts();
         let finish = Finish {
             status: resp_parts.status.as_u16(),
-            host: host_metrics,
-            in_flight: metrics.in_flight.clone(),
-            started,
+            guard,
             log,
         };
         Response::from_parts(resp_parts, body::boxed(ObservedResponse::new(resp_body, finish)))

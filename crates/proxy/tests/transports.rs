@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
-use harness::{Proxy, single_route};
+use harness::Proxy;
 use http::Method;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -193,5 +193,4 @@ async fn proxy_tls_checks(doc: serde_json::Value) {
         metrics.contains(r#"cftunnel_proxy_backend_errors_total{hostname="",reason="tls"}"#),
         "{metrics}"
     );
-    let _ = single_route;
 }
