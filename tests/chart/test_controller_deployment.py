@@ -4,9 +4,11 @@ from conftest import (
     args_map,
     container,
     controller_deployment,
+    helm_template,
     objects,
     one,
     render,
+    render_error,
 )
 
 
@@ -63,19 +65,12 @@ def test_overrides_of_every_value_backed_flag():
                 "proxyPushTimeout": "3s",
                 "leaderElection": {"enabled": False},
                 "service": {"metricsPort": 9090, "healthPort": 9091},
-                "tracing": {"enabled": True, "endpoint": "http://otel:4317", "sampleRate": 0.5},
-                "extraArgs": ["--proxy-endpoints=http://x:8081"],
+                "extraArgs": ["--backend-resolution=dns"],
             },
             "proxy": {
                 "authTokenSecretRef": {"name": "mine", "key": "k"},
-                "tunnel": {"protocol": "quic"},
+                "tunnel": {"protocol": "http2"},
                 "tunnelTokenSecretRef": {"name": "cf", "key": "tok"},
-            },
-            "cloudflare": {
-                "sync": True,
-                "apiTokenSecretRef": {"name": "cf-api", "key": "tok"},
-                "accountId": "0123456789abcdef0123456789abcdef",
-                "tunnelId": "6ff42ae2-765d-4adf-8112-31c55c1551ef",
             },
         }
     )
@@ -87,22 +82,30 @@ def test_overrides_of_every_value_backed_flag():
     assert a["proxy-push-timeout"] == "3s"
     assert a["leader-elect"] == "false"
     assert a["metrics-addr"] == ":9090" and a["health-addr"] == ":9091"
-    assert a["tracing-enabled"] == "true"
-    assert a["tracing-endpoint"] == "http://otel:4317"
-    assert a["tracing-sample-rate"] == "0.5"
     assert a["proxy-auth-secret"] == "tg/mine"
     assert a["proxy-auth-secret-key"] == "k"
     assert a["proxy-auth-secret-generate"] == "false"
     assert a["proxy-token-secret"] == "tg/cf" and a["proxy-token-secret-key"] == "tok"
-    assert a["tunnel-protocol"] == "quic"
-    assert a["cloudflare-sync"] == "true"
-    assert a["cloudflare-api-token-secret"] == "tg/cf-api"
-    assert a["cloudflare-api-token-key"] == "tok"
-    assert a["cloudflare-account-id"] == "0123456789abcdef0123456789abcdef"
-    assert a["cloudflare-tunnel-id"] == "6ff42ae2-765d-4adf-8112-31c55c1551ef"
-    assert container(dep)["args"][-1] == "--proxy-endpoints=http://x:8081"
+    assert a["tunnel-protocol"] == "http2"
+    assert a["cloudflare-sync"] == "false" and a["tracing-enabled"] == "false"
+    for flag in ("cloudflare-api-token-secret", "cloudflare-account-id", "cloudflare-tunnel-id", "tracing-endpoint", "tracing-sample-rate"):
+        assert flag not in a, flag
+    assert container(dep)["args"][-1] == "--backend-resolution=dns"
     ports = {p["name"]: p["containerPort"] for p in container(dep)["ports"]}
     assert ports == {"metrics": 9090, "health": 9091}
+
+
+def test_features_the_controller_refuses_fail_at_render_time():
+    """The controller of this appVersion exits 1 on these; the chart says so at install time instead of
+    deploying a crash-looping pod (test_controller_flags checks the binary still refuses them)."""
+    err = render_error({"cloudflare": {"sync": True, "apiTokenSecretRef": {"name": "cf-api"}}})
+    assert "cloudflare.sync is not implemented by the tunnelgate" in err
+    err = render_error({"controller": {"tracing": {"enabled": True}}})
+    assert "controller.tracing.enabled is not implemented by the tunnelgate" in err
+    err = render_error({"proxy": {"tunnel": {"protocol": "quic"}}})
+    assert "proxy.tunnel.protocol=quic is refused by the tunnelgate" in err
+    # Standalone mode has no tunnel, so the protocol value is inert there.
+    helm_template({"proxy": {"mode": "standalone", "tunnel": {"protocol": "quic"}}})
 
 
 def test_cluster_domain_omitted_when_empty(default_docs):
@@ -110,15 +113,11 @@ def test_cluster_domain_omitted_when_empty(default_docs):
 
 
 def test_standalone_mode_has_no_tunnel_flags():
-    from conftest import helm_template
-
     a = args_map(controller_deployment(helm_template({"proxy": {"mode": "standalone"}})))
     assert "proxy-token-secret" not in a and "tunnel-protocol" not in a
 
 
 def test_cloudflare_sync_requires_api_token_secret():
-    from conftest import render_error
-
     err = render_error({"cloudflare": {"sync": True}})
     assert "cloudflare.sync requires cloudflare.apiTokenSecretRef.name" in err
 

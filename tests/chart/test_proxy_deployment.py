@@ -121,7 +121,7 @@ def test_max_config_bytes_and_trust_original_host_render():
     assert env["PROXY_TRUST_ORIGINAL_HOST"] == "true"
 
 
-@pytest.mark.parametrize("protocol, want", [("auto", "auto"), ("http2", "http2"), ("quic", "quic"), ("", None)])
+@pytest.mark.parametrize("protocol, want", [("auto", "auto"), ("http2", "http2"), ("", None)])
 def test_tunnel_protocol_env(protocol, want):
     env = env_map(proxy_deployment(render({"proxy": {"tunnel": {"protocol": protocol}}})))
     assert env.get("PROXY_TUNNEL_PROTOCOL") == want

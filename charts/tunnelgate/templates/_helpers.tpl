@@ -173,3 +173,25 @@ failureThreshold: {{ int64 ($p.failureThreshold | default 3) }}
 successThreshold: {{ int64 . }}
 {{- end }}
 {{- end }}
+
+{{/*
+Value combinations that cannot work, failed at render time rather than as a crash-looping pod.
+*/}}
+{{- define "tunnelgate.validateValues" -}}
+{{- if and (eq .Values.proxy.mode "tunnel") (not .Values.proxy.tunnelTokenSecretRef.name) }}
+{{- fail "proxy.tunnelTokenSecretRef.name is required in tunnel mode: create a Secret holding the tunnel token and name it here (or set proxy.mode=standalone)" }}
+{{- end }}
+{{- if and .Values.cloudflare.sync (not .Values.cloudflare.apiTokenSecretRef.name) }}
+{{- fail "cloudflare.sync requires cloudflare.apiTokenSecretRef.name: a Secret holding an API token with the \"Cloudflare Tunnel: Edit\" permission" }}
+{{- end }}
+{{- /* The controller of this appVersion refuses these at startup; tests/chart checks that it still does. */}}
+{{- if .Values.cloudflare.sync }}
+{{- fail (printf "cloudflare.sync is not implemented by the tunnelgate %s controller; leave it false" .Chart.AppVersion) }}
+{{- end }}
+{{- if .Values.controller.tracing.enabled }}
+{{- fail (printf "controller.tracing.enabled is not implemented by the tunnelgate %s controller; leave it false" .Chart.AppVersion) }}
+{{- end }}
+{{- if and (eq .Values.proxy.mode "tunnel") (eq (lower .Values.proxy.tunnel.protocol) "quic") }}
+{{- fail (printf "proxy.tunnel.protocol=quic is refused by the tunnelgate %s controller (gRPC needs trailers, which the edge does not carry over QUIC, and rejecting GRPCRoutes under quic is not built yet); use auto or http2" .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
