@@ -93,7 +93,9 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
         bundle_version: ctx.bundle_version.borrow().clone(),
         ..TranslateOptions::default()
     };
+    let started = Instant::now();
     let translation = translate(&snapshot, &options);
+    let translated = started.elapsed();
     record_document_metrics(
         &ctx.metrics,
         &translation.config,
@@ -102,8 +104,16 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
     );
 
     // Push first: the document is what serves traffic, status can follow.
-    ctx.pusher.publish(translation.config, generations)?;
+    let doc = ctx.pusher.publish(translation.config, generations)?;
     ctx.pusher.set_targets(&targets);
+    tracing::debug!(
+        version = doc.version,
+        rules = doc.rules,
+        targets = targets.len(),
+        translate_us = translated.as_micros(),
+        published_us = started.elapsed().as_micros(),
+        "document published"
+    );
 
     let view = ctx.pusher.view();
     let mut writes = Vec::new();
