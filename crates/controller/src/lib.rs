@@ -82,6 +82,8 @@ pub enum Error {
     StatusWrites(usize),
     #[error("the informer caches stopped before they synced")]
     CachesStopped,
+    #[error("controller task failed: {0}")]
+    TaskFailed(String),
 }
 
 /// A started controller.
@@ -190,7 +192,7 @@ impl Controller {
         match result {
             Ok(r) => r,
             Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(Error::LeaseLost(format!("controller task failed: {e}"))),
+            Err(e) => Err(Error::TaskFailed(e.to_string())),
         }
     }
 }
@@ -246,7 +248,7 @@ async fn lead_and_sync(
     let result = match lease_lost {
         Some(mut handle) => match (&mut handle.0).await {
             Ok(err) => Err(err),
-            Err(e) => Err(Error::LeaseLost(format!("lease task failed: {e}"))),
+            Err(e) => Err(Error::TaskFailed(format!("lease renewal: {e}"))),
         },
         None => {
             let _ = (&mut sync.0).await;
