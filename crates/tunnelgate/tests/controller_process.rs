@@ -64,7 +64,9 @@ fn slice(name: &str, service: &str, port_name: &str, port: u16) -> Value {
 
 /// GET that tolerates a server that is not listening yet.
 async fn try_get(client: &Client, addr: SocketAddr, host: &str, path: &str) -> Option<(u16, bytes::Bytes)> {
-    let req = Client::request(http::Method::GET, addr, host, path).body(tunnelgate_testkit::empty()).ok()?;
+    let req = Client::request(http::Method::GET, addr, host, path)
+        .body(tunnelgate_testkit::empty())
+        .ok()?;
     let reply = client.send(req).await.ok()?;
     Some((reply.status.as_u16(), reply.body))
 }
@@ -148,7 +150,9 @@ async fn controller_process_pushes_to_proxy_processes_and_exits_1_when_it_loses_
     );
     let client = Client::new();
     wait_for("controller ready", Duration::from_secs(20), || async {
-        try_get(&client, health, "controller", "/readyz").await.is_some_and(|(code, _)| code == 200)
+        try_get(&client, health, "controller", "/readyz")
+            .await
+            .is_some_and(|(code, _)| code == 200)
     })
     .await;
 
