@@ -400,3 +400,28 @@ fn record_document_metrics(
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_gateways_of_our_classes_count_for_programmed() {
+        let snapshot = Snapshot {
+            gateway_classes: vec![
+                serde_json::from_value(json!({"metadata": {"name": "ours"}, "spec": {"controllerName": "tunnelgate.dev/gateway-controller"}})).unwrap(),
+                serde_json::from_value(json!({"metadata": {"name": "theirs"}, "spec": {"controllerName": "example.net/other"}})).unwrap(),
+            ],
+            gateways: vec![
+                serde_json::from_value(json!({"metadata": {"namespace": "a", "name": "g1", "generation": 3},
+                    "spec": {"gatewayClassName": "ours", "listeners": []}})).unwrap(),
+                serde_json::from_value(json!({"metadata": {"namespace": "b", "name": "g2", "generation": 7},
+                    "spec": {"gatewayClassName": "theirs", "listeners": []}})).unwrap(),
+            ],
+            ..Snapshot::default()
+        };
+        let generations = our_gateway_generations(&snapshot, "tunnelgate.dev/gateway-controller");
+        assert_eq!(generations, BTreeMap::from([(ObjectName::new("a", "g1"), 3)]));
+    }
+}
