@@ -107,4 +107,4 @@ log "pytest tests/chart"
 cd "$HERE"
 export PYTHONDONTWRITEBYTECODE=1
 # shellcheck disable=SC2086
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} "$HERE"
+exec "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider ${PYTEST_ARGS:-} "$HERE"
