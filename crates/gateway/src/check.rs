@@ -10,8 +10,19 @@ use crate::{GATEWAY_API_VERSION, Snapshot, TranslateOptions, Translation, transl
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckReport {
     pub document: Value,
-    /// `"<kind> <namespace>/<name>"` of every route that is not Accepted or has unresolved refs.
-    pub unhealthy_routes: Vec<String>,
+    /// Every route that is not Accepted or has unresolved refs, in report order.
+    pub unhealthy_routes: Vec<UnhealthyRoute>,
+}
+
+/// A route that would not serve as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnhealthyRoute {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `Type=False/Reason: message` of each failing condition of ours; empty when no parentRef names a Gateway
+    /// of ours.
+    pub problems: Vec<String>,
 }
 
 /// Translates `snapshot` and reports, for every GatewayClass, Gateway, HTTPRoute and GRPCRoute read, the
@@ -60,7 +71,14 @@ pub fn report(snapshot: &Snapshot, translation: &Translation, controller_name: &
             .iter()
             .find(|s| s.kind == kind && s.namespace.as_deref() == namespace && s.name == object_name);
         if kind.ends_with("Route") && !status.is_some_and(|s| s.route_is_healthy(controller_name)) {
-            unhealthy_routes.push(format!("{kind} {}/{object_name}", namespace.unwrap_or("")));
+            unhealthy_routes.push(UnhealthyRoute {
+                kind: kind.to_owned(),
+                namespace: namespace.unwrap_or("").to_owned(),
+                name: object_name.to_owned(),
+                problems: status
+                    .map(|s| failing_conditions(&s.status, controller_name))
+                    .unwrap_or_default(),
+            });
         }
         let mut metadata = json!({ "name": object_name });
         if let Some(ns) = namespace {
@@ -78,6 +96,56 @@ pub fn report(snapshot: &Snapshot, translation: &Translation, controller_name: &
         document: json!({ "config": config, "objects": objects }),
         unhealthy_routes,
     }
+}
+
+impl std::fmt::Display for UnhealthyRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}: ", self.kind, self.namespace, self.name)?;
+        if self.problems.is_empty() {
+            f.write_str("no parentRef names a Gateway served by tunnelgate")
+        } else {
+            f.write_str(&self.problems.join("; "))
+        }
+    }
+}
+
+fn failing_conditions(status: &Value, controller_name: &str) -> Vec<String> {
+    let ours = status
+        .get("parents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("controllerName").and_then(Value::as_str) == Some(controller_name));
+    let mut problems = Vec::new();
+    for parent in ours {
+        for c in parent
+            .get("conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+            let failing = match field("type") {
+                "Accepted" | "ResolvedRefs" => field("status") == "False",
+                "PartiallyInvalid" => field("status") == "True",
+                _ => false,
+            };
+            let line = format!(
+                "{}={}/{}: {}",
+                field("type"),
+                field("status"),
+                field("reason"),
+                field("message")
+            );
+            if failing && !problems.contains(&line) {
+                problems.push(line);
+            }
+        }
+    }
+    if problems.is_empty() {
+        problems.push("no parent entry accepted the route".to_owned());
+    }
+    problems
 }
 
 fn namespaced<'a>(kind: &'static str, meta: &'a ObjectMeta) -> (&'static str, Option<&'a str>, &'a str) {

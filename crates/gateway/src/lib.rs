@@ -25,7 +25,7 @@ mod status;
 mod translate;
 mod validate;
 
-pub use check::{CheckReport, check, report};
+pub use check::{CheckReport, UnhealthyRoute, check, report};
 pub use gateway_api::gatewayclasses::GatewayClass;
 pub use gateway_api::gateways::Gateway;
 pub use gateway_api::grpcroutes::GrpcRoute;
@@ -35,7 +35,7 @@ pub use k8s_openapi::api::core::v1::{Namespace, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub use k8s_openapi::jiff::Timestamp;
-pub use load::{LoadError, load_path, load_yaml_documents};
+pub use load::{LoadError, input_files, load_path, load_yaml_documents};
 pub use translate::translate;
 pub use tunnelgate_config::Config;
 

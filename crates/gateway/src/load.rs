@@ -32,19 +32,7 @@ pub enum LoadError {
 /// skips the `..data` indirection of mounted ConfigMaps while reading the symlinks that point into it.
 pub fn load_path(path: &Path) -> Result<Snapshot, LoadError> {
     let mut snapshot = Snapshot::default();
-    let meta = std::fs::metadata(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let files = if meta.is_dir() {
-        let mut files = Vec::new();
-        collect_files(path, &mut files)?;
-        files.sort();
-        files
-    } else {
-        vec![path.to_owned()]
-    };
-    for file in files {
+    for file in input_files(path)? {
         let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
             path: file.clone(),
             source,
@@ -52,6 +40,22 @@ pub fn load_path(path: &Path) -> Result<Snapshot, LoadError> {
         add_documents(&mut snapshot, &text, &file)?;
     }
     Ok(snapshot)
+}
+
+/// The files [`load_path`] reads for `path`, in reading order: `path` itself when it is a file. File mode
+/// watches exactly these for changes.
+pub fn input_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let meta = std::fs::metadata(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    collect_files(path, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 /// Reads YAML text holding any number of `---`-separated documents. Errors name the source `<input>`.

@@ -21,6 +21,9 @@ pub struct Args {
     /// Routing document to load at startup (JSON or YAML); reloaded when the file changes.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Gateway API YAML to serve (a file or a directory, see docs/file-mode.md); reloaded when a file changes.
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    pub routes: Option<PathBuf>,
     /// Boxed: the subcommand enum stays small.
     #[command(flatten)]
     pub env: Box<EnvArgs>,
@@ -128,12 +131,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "PROXY_TRACING_ENABLED is set, but OTLP tracing is not available in this build; ignored"
         );
     }
-    let loader: ConfigLoader = Arc::new(load_config_file);
+    let (file, loader): (_, ConfigLoader) = match &args.routes {
+        Some(routes) => (Some(routes.clone()), crate::routes_cmd::file_mode_loader()),
+        None => (args.config.clone(), Arc::new(load_config_file)),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(run_standalone(settings, args.config.clone(), loader))
+    runtime.block_on(run_standalone(settings, file, loader))
 }
 
 /// Tunnel mode is wired by the tunnel issue; until then a token must never silently run standalone.
@@ -256,10 +262,19 @@ pub fn apply_file_config(state: &ProxyState, mut doc: Config) -> Result<(), Stri
     }
 }
 
-type Stamp = Option<(Option<SystemTime>, u64)>;
+/// (file, mtime, size) of every file read; a `--routes` directory is several files.
+type Stamp = Option<Vec<(PathBuf, Option<SystemTime>, u64)>>;
 
 fn file_stamp(path: &Path) -> Stamp {
-    std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()))
+    let files = tunnelgate_gateway::input_files(path).ok()?;
+    files
+        .into_iter()
+        .map(|f| {
+            std::fs::metadata(&f)
+                .ok()
+                .map(|m| (f, m.modified().ok(), m.len()))
+        })
+        .collect()
 }
 
 /// Polls the file's mtime and size every second; a change reloads it. A bad file logs an error and the active
@@ -272,7 +287,7 @@ pub async fn watch_config_file(path: PathBuf, mut last: Stamp, loader: ConfigLoa
         if stamp == last {
             continue;
         }
-        last = stamp;
+        last = stamp.clone();
         if stamp.is_none() {
             tracing::error!(file = %path.display(), "config file disappeared; keeping the active config");
             continue;

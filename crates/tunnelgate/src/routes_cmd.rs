@@ -1,10 +1,12 @@
 //! `tunnelgate routes`: work with Gateway API YAML files without a cluster.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use tunnelgate_config::Config;
 use tunnelgate_gateway::{
     BackendResolution, DEFAULT_CLUSTER_DOMAIN, DEFAULT_CONTROLLER_NAME, Time, Timestamp,
 };
@@ -84,7 +86,29 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for route in &report.unhealthy_routes {
-        eprintln!("tunnelgate: {route} is not Accepted or has unresolved references");
+        eprintln!("tunnelgate: {route}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// The loader behind `tunnelgate proxy --routes PATH`: Gateway API YAML translated as the controller would,
+/// with every Gateway in the files taken as ours when they hold no GatewayClass. Routes that are not Accepted
+/// or have unresolved refs are logged on every load; rules the proxy would reject are already dropped by the
+/// translation, so the document applies.
+pub fn file_mode_loader() -> crate::proxy_cmd::ConfigLoader {
+    Arc::new(|path: &Path| -> Result<Config, String> {
+        let snapshot = tunnelgate_gateway::load_path(path).map_err(|e| e.to_string())?;
+        let opts = tunnelgate_gateway::TranslateOptions {
+            adopt_gateways_without_class: true,
+            config_acknowledged: true,
+            now: Time(Timestamp::now()),
+            ..Default::default()
+        };
+        let translation = tunnelgate_gateway::translate(&snapshot, &opts);
+        let report = tunnelgate_gateway::report(&snapshot, &translation, &opts.controller_name);
+        for route in &report.unhealthy_routes {
+            tracing::warn!(route = %route, "route is not Accepted or has unresolved references");
+        }
+        Ok(translation.config)
+    })
 }

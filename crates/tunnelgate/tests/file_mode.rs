@@ -1,9 +1,14 @@
-//! File mode, black-box: the real `tunnelgate` binary reading Gateway API YAML.
+//! File mode, black-box: the real `tunnelgate` binary reading Gateway API YAML (`routes check`, and
+//! `proxy --routes` in front of real loopback backends declared through Service + EndpointSlice objects).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tunnelgate_testkit::{Backend, Client, Echo};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tunnelgate")
@@ -160,4 +165,201 @@ fn the_shipped_example_directory_checks_clean() {
         backends,
         [("http://127.0.0.1:8001", 9), ("http://127.0.0.1:8002", 1)]
     );
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn port_of(backend: &Backend) -> u16 {
+    backend
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+fn write_route(dir: &Path, host: &str, service: &str, extra: &str) {
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {service}-route}}\n\
+         spec:\n  parentRefs: [{{name: local}}]\n  hostnames: [{host}]\n  rules:\n  - backendRefs: [{{name: {service}, port: 80}}]\n{extra}"
+    );
+    std::fs::write(dir.join(format!("route-{host}.yaml")), text).unwrap();
+}
+
+async fn wait_ready(client: &Client, config: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let req = Client::request(http::Method::GET, config, "x", "/readyz")
+            .body(tunnelgate_testkit::empty())
+            .unwrap();
+        if let Ok(r) = client.send(req).await
+            && r.status == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `host` is served by `backend` (or answers `status` when `backend` is empty).
+async fn eventually(
+    client: &Client,
+    data: SocketAddr,
+    host: &str,
+    status: u16,
+    backend: &str,
+) -> tunnelgate_testkit::Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = client.get(data, host, "/").await;
+        let served_by = if reply.status == 200 {
+            Echo::parse(&reply.body).backend().to_owned()
+        } else {
+            String::new()
+        };
+        if reply.status.as_u16() == status && served_by == backend {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host}: still {} from {served_by:?}, expected {status} from {backend:?}",
+            reply.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn proxy_serves_gateway_api_files_and_follows_edits_without_restart() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let dir = temp_dir("proxy-routes");
+    std::fs::write(dir.join("gateway.yaml"), GATEWAY).unwrap();
+    write_service(&dir, "svc-a", port_of(&a));
+    write_service(&dir, "svc-b", port_of(&b));
+    write_route(&dir, "one.localhost", "svc-a", "");
+    write_route(&dir, "two.localhost", "svc-b", "");
+
+    let (data, config) = (free_addr(), free_addr());
+    let child = Command::new(bin())
+        .env_clear()
+        .args(["proxy", "--routes"])
+        .arg(&dir)
+        .env("PROXY_ADDR", data.to_string())
+        .env("PROXY_CONFIG_ADDR", config.to_string())
+        .env("PROXY_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _proc = Running(child);
+    let client = Client::new();
+    wait_ready(&client, config).await;
+
+    // Each hostname reaches the backend its Service's EndpointSlice names; other hosts get no route.
+    assert_eq!(
+        Echo::parse(&client.get(data, "one.localhost", "/").await.body).backend(),
+        "a"
+    );
+    assert_eq!(
+        Echo::parse(&client.get(data, "two.localhost", "/").await.body).backend(),
+        "b"
+    );
+    assert_eq!(client.get(data, "three.localhost", "/").await.status, 404);
+
+    // Editing a route file re-points the hostname and adds a filter, without a restart.
+    write_route(
+        &dir,
+        "one.localhost",
+        "svc-b",
+        "    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-File-Mode, value: edited}]}}]\n",
+    );
+    let reply = eventually(&client, data, "one.localhost", 200, "b").await;
+    assert_eq!(
+        Echo::parse(&reply.body).header("x-file-mode").as_deref(),
+        Some("edited")
+    );
+
+    // A new file in the directory counts as a change too.
+    write_route(&dir, "three.localhost", "svc-a", "");
+    eventually(&client, data, "three.localhost", 200, "a").await;
+
+    // An EndpointSlice without ready endpoints makes the Service answer 503.
+    let slice = std::fs::read_to_string(dir.join("svc-svc-a.yaml")).unwrap();
+    std::fs::write(
+        dir.join("svc-svc-a.yaml"),
+        slice.replace("[127.0.0.1]}]", "[127.0.0.1], conditions: {ready: false}}]"),
+    )
+    .unwrap();
+    eventually(&client, data, "three.localhost", 503, "").await;
+
+    // A file that does not parse is rejected and the active routing stays.
+    std::fs::write(
+        dir.join("zz-broken.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: [oops\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        Echo::parse(&client.get(data, "two.localhost", "/").await.body).backend(),
+        "b"
+    );
+    assert_eq!(client.get(data, "three.localhost", "/").await.status, 503);
+
+    // Fixing it resumes reloading.
+    std::fs::remove_file(dir.join("zz-broken.yaml")).unwrap();
+    write_route(&dir, "two.localhost", "svc-a", "");
+    std::fs::write(dir.join("svc-svc-a.yaml"), slice).unwrap();
+    eventually(&client, data, "two.localhost", 200, "a").await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn proxy_refuses_routes_and_config_together() {
+    let out = Command::new(bin())
+        .args(["proxy", "--routes", "a", "--config", "b"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn proxy_with_unreadable_routes_exits_naming_the_file() {
+    let dir = temp_dir("proxy-bad-routes");
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .env_clear()
+        .args(["proxy", "--routes"])
+        .arg(&dir)
+        .env("PROXY_ADDR", free_addr().to_string())
+        .env("PROXY_CONFIG_ADDR", free_addr().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml: document 1: v1 Secret"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
