@@ -56,6 +56,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     tls: bool,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     task: tokio::task::JoinHandle<()>,
@@ -94,6 +95,8 @@ impl Backend {
         };
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let conns = connections.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        let open_count = open.clone();
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -101,9 +104,12 @@ impl Backend {
                     continue;
                 };
                 conns.fetch_add(1, Ordering::SeqCst);
+                open_count.fetch_add(1, Ordering::SeqCst);
                 let shared = s.clone();
                 let tls = tls.clone();
+                let open_count = open_count.clone();
                 tokio::spawn(async move {
+                    let _open = OpenConnection(open_count);
                     let svc = service_fn(move |req| {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(handle(shared, req).await) }
@@ -132,6 +138,7 @@ impl Backend {
             addr,
             tls: options.tls.is_some(),
             connections,
+            open,
             requests: shared.requests,
             recorded: shared.recorded,
             task,
@@ -147,6 +154,11 @@ impl Backend {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Requests answered so far (WebSocket upgrades included).
@@ -166,6 +178,15 @@ impl Backend {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.requests()
+    }
+}
+
+/// Decrements the open-connection count when a connection task ends.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

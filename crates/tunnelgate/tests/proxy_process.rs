@@ -183,3 +183,55 @@ fn demo_check_passes() {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
 }
+
+#[tokio::test]
+async fn access_log_lines_are_json_on_stdout_and_5xx_are_always_kept() {
+    let ok = Backend::start("ok").await;
+    let closed = free_addr();
+    let file = temp_file("access.json");
+    let doc = serde_json::json!({"version": 1, "rules": [
+        {"hostnames": ["file.example.com"], "backends": [{"url": ok.url(), "weight": 1}]},
+        {"hostnames": ["down.example.com"], "backends": [{"url": format!("http://{closed}"), "weight": 1}]}
+    ]});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let (data, config) = (free_addr(), free_addr());
+    let child = bin()
+        .args(["proxy", "--config"])
+        .arg(&file)
+        .env("PROXY_ADDR", data.to_string())
+        .env("PROXY_CONFIG_ADDR", config.to_string())
+        .env("PROXY_ACCESS_LOG_ENABLED", "true")
+        .env("PROXY_ACCESS_LOG_SAMPLING_RATE", "0")
+        .env("PROXY_ACCESS_LOG_STRIP_QUERY", "yes")
+        .env("PROXY_GRACE_PERIOD", "1s")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut proc = Running(child);
+    let client = Client::new();
+    wait_ready(&client, config).await;
+    assert_eq!(client.get(data, "file.example.com", "/sampled-out").await.status, 200);
+    assert_eq!(client.get(data, "down.example.com", "/kept?secret=1").await.status, 502);
+    Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    let out = std::mem::replace(&mut proc.0, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let access: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == "access")
+        .collect();
+    assert_eq!(access.len(), 1, "{stdout}");
+    let line = &access[0];
+    assert_eq!(line["status"], 502);
+    assert_eq!(line["host"], "down.example.com");
+    assert_eq!(line["path"], "/kept");
+    assert_eq!(line["query"], "", "the query is stripped");
+    assert_eq!(line["method"], "GET");
+    assert!(line["duration_ms"].is_number() && line["bytes_written"].is_number());
+    let _ = std::fs::remove_file(&file);
+}
