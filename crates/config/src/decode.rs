@@ -16,7 +16,21 @@ impl Config {
     /// Decodes a JSON document. Unknown fields are ignored; trailing whitespace is allowed, any other trailing
     /// bytes are an error; duplicate keys are an error.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        // serde_json skips the bytes of ignored (unknown) fields without checking their encoding; the document as
+        // a whole must still be UTF-8.
+        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError {
+            message: format!("invalid JSON: not valid UTF-8 at byte {}", e.valid_up_to()),
+            path: None,
+        })?;
+        // A derived struct also deserialises from a JSON array (fields by position), so `[]` would decode as an
+        // empty version-0 document and wipe every route. The document is an object.
+        if !text.trim_start().starts_with('{') {
+            return Err(DecodeError {
+                message: "invalid JSON: the document must be a JSON object".to_owned(),
+                path: None,
+            });
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| DecodeError {
             path: path_of(e.path()),
             message: format!("invalid JSON: {}", short_reason(&e.inner().to_string())),
