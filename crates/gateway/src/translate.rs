@@ -87,8 +87,11 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
         });
     }
 
-    let mut config = wire::Config::default();
-    let mut route_statuses = Vec::new();
+    // Phase 1: bind every route and build its rules. Validation waits until all candidate rules are known, so
+    // that the proxy's compiler runs once over the whole document instead of once per rule.
+    let mut pending: Vec<PendingRoute<'_>> = Vec::new();
+    let mut candidates = wire::Config::default();
+    let mut owners: Vec<(usize, usize)> = Vec::new();
     for route in http.iter().chain(grpc.iter()) {
         let mut outcomes: Vec<ParentOutcome<'_>> = Vec::new();
         for parent in &route.parent_refs {
@@ -133,35 +136,60 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                 });
             }
         }
-        let mut problems: Vec<RefProblem> = Vec::new();
-        let mut dropped: Vec<String> = Vec::new();
-        let mut emitted = 0usize;
-        if !outcomes.is_empty() {
+        let mut entry = PendingRoute {
+            route,
+            outcomes,
+            problems: Vec::new(),
+            dropped: Vec::new(),
+            emitted: 0,
+        };
+        if !entry.outcomes.is_empty() {
             // Rules are built even when no parent accepts the route, so that ResolvedRefs tells the truth.
             let config_hostnames = hostnames.clone().map(Hostnames::into_config).unwrap_or_default();
             for (index, rule) in route.rules.iter().enumerate() {
-                match build_rule(rule, route, &config_hostnames, &resolver, &mut problems) {
-                    Ok(r) => {
-                        if hostnames.is_some() {
-                            config.rules.push(r);
-                        }
-                        emitted += 1;
+                match build_rule(rule, route, &config_hostnames, &resolver, &mut entry.problems) {
+                    Ok(r) if hostnames.is_some() => {
+                        candidates.rules.push(r);
+                        owners.push((pending.len(), index));
                     }
-                    Err(message) => {
-                        let label = rule.name.clone().unwrap_or_else(|| index.to_string());
-                        dropped.push(format!("Dropped Rule {label}: {message}"));
-                    }
+                    Ok(_) => {}
+                    Err(message) => entry.dropped.push(dropped_message(rule, index, &message)),
                 }
             }
-            if route.kind.is_grpc() && emitted > 0 && hostnames.is_some() {
-                config.has_grpc_route = true;
+        }
+        pending.push(entry);
+    }
+
+    // Phase 2: rules the proxy would reject are dropped from their route.
+    let invalid = crate::validate::invalid_rules(&candidates);
+    let mut config = wire::Config::default();
+    for (position, rule) in candidates.rules.into_iter().enumerate() {
+        let (owner, index) = owners[position];
+        let entry = &mut pending[owner];
+        match invalid.get(&position) {
+            Some(message) => {
+                let dropped = dropped_message(&entry.route.rules[index], index, message);
+                entry.dropped.push(dropped);
+            }
+            None => {
+                entry.emitted += 1;
+                config.has_grpc_route |= entry.route.kind.is_grpc();
+                config.rules.push(rule);
             }
         }
-        let all_dropped = emitted == 0 && !dropped.is_empty();
+    }
 
+    // Phase 3: attachment counts and route status.
+    let mut route_statuses = Vec::new();
+    for mut entry in pending {
+        // Rule order in the messages follows the route, whichever phase dropped the rule.
+        entry.dropped.sort_by_key(|(index, _)| *index);
+        let dropped: Vec<String> = entry.dropped.into_iter().map(|(_, m)| m).collect();
+        let accepted_somewhere = entry.outcomes.iter().any(|(_, o)| o.is_ok());
+        let all_dropped = accepted_somewhere && entry.emitted == 0 && !dropped.is_empty();
         if !all_dropped {
             let mut attached: BTreeSet<(usize, usize)> = BTreeSet::new();
-            for (_, outcome) in &outcomes {
+            for (_, outcome) in &entry.outcomes {
                 if let Ok((g, binding)) = outcome {
                     attached.extend(binding.listeners.iter().map(|l| (*g, *l)));
                 }
@@ -170,8 +198,15 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                 gateways[g].listeners[l].attached_routes += 1;
             }
         }
-
-        if let Some(status) = route_status(route, &outcomes, &problems, &dropped, all_dropped, opts) {
+        let route = entry.route;
+        if let Some(status) = route_status(
+            route,
+            &entry.outcomes,
+            &entry.problems,
+            &dropped,
+            all_dropped,
+            opts,
+        ) {
             route_statuses.push((
                 route.kind.is_grpc(),
                 route.namespace.clone(),
@@ -203,6 +238,22 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             }),
     );
     Translation { config, statuses }
+}
+
+/// A route between binding and status: its parent outcomes, reference problems, and rules dropped so far
+/// (rule index, message).
+struct PendingRoute<'r> {
+    route: &'r Route,
+    outcomes: Vec<ParentOutcome<'r>>,
+    problems: Vec<RefProblem>,
+    dropped: Vec<(usize, String)>,
+    emitted: usize,
+}
+
+/// `Dropped Rule <index|name>: <error>` (`controller.md` §5.6).
+fn dropped_message(rule: &Rule, index: usize, message: &str) -> (usize, String) {
+    let label = rule.name.clone().unwrap_or_else(|| index.to_string());
+    (index, format!("Dropped Rule {label}: {message}"))
 }
 
 fn bind_message(failure: BindFailure, gateway: &GatewayView<'_>) -> String {
@@ -324,7 +375,6 @@ fn build_rule(
     if replaces_prefix && !all_prefix {
         return Err("ReplacePrefixMatch needs every match of the rule to be a PathPrefix match".to_owned());
     }
-    crate::validate::check_rule(&out)?;
     Ok(out)
 }
 
