@@ -4,7 +4,6 @@
 //! The path is kept as one string that grows and shrinks with the walk, so a valid document builds no path
 //! strings at all.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -710,10 +709,19 @@ impl Seg<'_> {
                 Seg::Field(name).push_to(path);
                 Seg::Index(i).push_to(path);
             }
-            Seg::Index(i) => {
+            Seg::Index(mut i) => {
                 path.push('[');
-                // Writing to a String cannot fail.
-                let _ = write!(path, "{i}");
+                let mut digits = [0u8; 20];
+                let mut n = 0;
+                loop {
+                    digits[n] = b'0' + (i % 10) as u8;
+                    n += 1;
+                    i /= 10;
+                    if i == 0 {
+                        break;
+                    }
+                }
+                path.extend(digits[..n].iter().rev().map(|&d| char::from(d)));
                 path.push(']');
             }
         }

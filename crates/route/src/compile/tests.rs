@@ -604,3 +604,18 @@ fn not_validated_duplicates_overlaps_and_unreachable_rules_compile() {
         {"hostnames":["*.a.com","b.a.com"],"backends":[]}]}"#;
     assert!(compile_json(doc).is_ok());
 }
+
+#[test]
+fn json_path_segments_render_like_serde_path_to_error() {
+    let mut path = String::new();
+    Seg::Item("rules", 1234).push_to(&mut path);
+    Seg::Field("matches").push_to(&mut path);
+    Seg::Index(0).push_to(&mut path);
+    Seg::Field("path.value").push_to(&mut path);
+    assert_eq!(path, "rules[1234].matches[0].path.value");
+    let doc = format!(
+        r#"{{"rules":[{}{{"hostnames":["bad host"],"backends":[]}}]}}"#,
+        r#"{"backends":[]},"#.repeat(10)
+    );
+    assert_error(&doc, "rules[10].hostnames[0]", "invalid hostname");
+}
