@@ -29,7 +29,15 @@ pub mod stream;
 pub mod token;
 pub mod transport;
 
-#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic, unused, missing_docs)]
+#[allow(
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    unused,
+    missing_docs
+)]
 #[rustfmt::skip]
 pub mod tunnel_capnp;
 

@@ -28,12 +28,13 @@ pub struct StreamInfo {
 /// Request extension: the eyeball's raw byte stream, handed over once the origin has answered 101 and the
 /// tunnel has relayed that answer to the edge. An origin that answers 101 awaits it and splices.
 #[derive(Clone)]
-pub struct TunnelUpgrade(
-    std::sync::Arc<std::sync::Mutex<Option<BoxFuture<Result<hyper::upgrade::Upgraded, BoxError>>>>>,
-);
+pub struct TunnelUpgrade(std::sync::Arc<std::sync::Mutex<Option<UpgradeFuture>>>);
+
+/// Resolves to the eyeball's byte stream once the 101 has been relayed.
+pub type UpgradeFuture = BoxFuture<Result<hyper::upgrade::Upgraded, BoxError>>;
 
 impl TunnelUpgrade {
-    pub fn new(fut: BoxFuture<Result<hyper::upgrade::Upgraded, BoxError>>) -> Self {
+    pub fn new(fut: UpgradeFuture) -> Self {
         Self(std::sync::Arc::new(std::sync::Mutex::new(Some(fut))))
     }
 
