@@ -41,10 +41,9 @@ fn decode(bytes: &[u8]) -> capnp::message::Reader<capnp::serialize::OwnedSegment
 fn a_metadata_list_of_millions_of_zero_sized_entries_is_refused() {
     let frame = zero_sized_metadata_list(8_000_000);
     assert_eq!(frame.len(), 48);
-    let msg = decode(&frame);
-    let err = ConnectRequest::read(&msg).expect_err("an amplified metadata list is refused");
+    let err = ConnectRequest::read(&decode(&frame)).expect_err("an amplified metadata list is refused");
     assert!(err.to_string().contains("metadata entries"), "{err}");
-    let err = ConnectResponse::read(&msg).expect_err("the edge side refuses it too");
+    let err = ConnectResponse::read(&decode(&frame)).expect_err("the edge side refuses it too");
     assert!(err.to_string().contains("metadata entries"), "{err}");
 }
 
@@ -53,9 +52,9 @@ fn metadata_lists_up_to_the_limit_still_decode() {
     let msg = decode(&zero_sized_metadata_list(MAX_METADATA_ENTRIES));
     let req = ConnectRequest::read(&msg).unwrap();
     assert_eq!(req.metadata.len(), MAX_METADATA_ENTRIES as usize);
-    // Zero-sized entries read as empty keys, which the head conversion ignores.
-    let head = req.to_head().unwrap();
-    assert_eq!(head.method, http::Method::GET);
+    assert!(req.metadata.iter().all(|m| m.key.is_empty() && m.val.is_empty()));
+    // Its destination is null, so the stream is answered with an error, alone.
+    assert!(req.to_head().is_err());
 }
 
 #[test]
@@ -69,4 +68,19 @@ fn truncated_and_oversized_frames_fail_without_consuming_the_stream() {
     // A segment table that claims 4 GiB is refused from its first 8 bytes.
     let mut buf = BytesMut::from(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff][..]);
     assert!(framing::try_decode(&mut buf).is_err());
+}
+
+/// The two inputs `tunnel_stream` found, as it saved them (first byte: the shape the target fed them to).
+#[test]
+fn fuzzer_found_amplified_metadata_lists_are_refused() {
+    // Shape 0: a data stream after its preamble; 450,560 metadata entries from a 192-byte ConnectRequest.
+    let crash = include_bytes!("fuzz_regressions/tunnel_stream-crash-710a08cc");
+    assert_eq!(crash[0], 0);
+    let msg = decode(&crash[1..]);
+    assert!(ConnectRequest::read(&msg).is_err());
+    // Shape 2: a ConnectResponse read by the edge side; a 302 MB allocation before the fix.
+    let oom = include_bytes!("fuzz_regressions/tunnel_stream-oom-d4727721");
+    assert_eq!(oom[0], 2);
+    let msg = decode(&oom[1..]);
+    assert!(ConnectResponse::read(&msg).is_err());
 }
