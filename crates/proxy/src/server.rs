@@ -5,9 +5,12 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -15,7 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::body::{self, BoxError, ProxyBody};
@@ -28,8 +31,6 @@ use crate::upgrade::ClientUpgrade;
 
 /// Config port: time to read a request head.
 const CONFIG_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Data port: time to read a request head on a fresh or idle keep-alive connection.
-const DATA_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts the proxy's listeners.
 #[derive(Debug)]
@@ -93,7 +94,14 @@ impl ProxyServer {
         ));
         let (stop_data, stop_data_rx) = watch::channel(false);
         let (stop_config, stop_config_rx) = watch::channel(false);
-        let data_task = data_listener.map(|l| tokio::spawn(serve_data(l, service.clone(), stop_data_rx)));
+        let limits = DataLimits {
+            header_read_timeout: settings.header_read_timeout,
+            max_connections: settings
+                .max_connections
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+        };
+        let data_task =
+            data_listener.map(|l| tokio::spawn(serve_data(l, service.clone(), limits, stop_data_rx)));
         let config_task = tokio::spawn(serve_config(config_listener, api, stop_config_rx));
         tracing::info!(config = %config_addr, data = ?data_addr, "proxy listening");
         Ok(ProxyHandle {
@@ -172,29 +180,70 @@ fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     listener.local_addr().unwrap_or(fallback)
 }
 
-async fn serve_data(listener: TcpListener, service: RequestService, mut stop: watch::Receiver<bool>) {
+/// Data listener limits against slow and numerous clients.
+struct DataLimits {
+    header_read_timeout: Duration,
+    /// One permit per open connection.
+    max_connections: Option<Arc<Semaphore>>,
+}
+
+async fn serve_data(
+    listener: TcpListener,
+    service: RequestService,
+    limits: DataLimits,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
+    let header_read_timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(DATA_HEADER_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
     loop {
+        // At the cap, stop accepting: further clients wait in the kernel's listen backlog.
+        let permit = match &limits.max_connections {
+            Some(cap) => tokio::select! {
+                permit = cap.clone().acquire_owned() => permit.ok(),
+                _ = stop.changed() => break,
+            },
+            None => None,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let service = service.clone();
-                    let svc = service_fn(move |req| serve_listener_request(service.clone(), peer, req));
+                    let first_request = Arc::new(AtomicBool::new(false));
+                    let seen = first_request.clone();
+                    let svc = service_fn(move |req| {
+                        seen.store(true, Ordering::Relaxed);
+                        serve_listener_request(service.clone(), peer, req)
+                    });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     let conn = graceful.watch(conn.into_owned());
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let _permit = permit;
+                        // hyper's header timeout starts only once HTTP/1 is chosen; the HTTP/2 preface sniff and
+                        // an HTTP/2 connection that never sends a request have none. Until the first request
+                        // arrives, the header-read timeout bounds the whole connection.
+                        let mut conn = std::pin::pin!(conn);
+                        let result = tokio::select! {
+                            result = conn.as_mut() => result,
+                            () = tokio::time::sleep(header_read_timeout) => {
+                                if !first_request.load(Ordering::Relaxed) {
+                                    tracing::debug!(%peer, "no request within the header read timeout; closing");
+                                    return;
+                                }
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
                             tracing::debug!(error = %e, %peer, "client connection ended with an error");
                         }
                     });
@@ -217,6 +266,18 @@ async fn serve_listener_request(
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if !host_is_acceptable(&req) {
+        let mut resp = body::text_response(
+            StatusCode::BAD_REQUEST,
+            "bad request\n",
+            req.method() == Method::HEAD,
+        );
+        if req.version() < Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Ok(resp);
+    }
     if is_upgrade(req.headers()) {
         let on = hyper::upgrade::on(&mut req);
         req.extensions_mut().insert(ClientUpgrade::new(
@@ -229,6 +290,36 @@ async fn serve_listener_request(
         transport: "listener",
     };
     Ok(service.serve(req.map(body::boxed), ctx).await)
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host, and a Host must be a valid `uri-host[:port]`
+/// (no userinfo, a numeric port). HTTP/1.0 and HTTP/2 may omit it (routing then uses the authority, or the
+/// empty host).
+fn host_is_acceptable<B>(req: &Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => false,
+        (Some(host), None) => {
+            let host = host.as_bytes();
+            !host.contains(&b'@') && Authority::try_from(host).is_ok() && port_is_valid(host)
+        }
+        (None, _) => req.version() != Version::HTTP_11 || req.uri().authority().is_some(),
+    }
+}
+
+/// `Authority` accepts any text after the last `:`; a Host port must be empty or a number up to 65535.
+fn port_is_valid(host: &[u8]) -> bool {
+    let after_literal = host.iter().rposition(|b| *b == b']').map_or(0, |i| i + 1);
+    let rest = &host[after_literal..];
+    match rest.iter().rposition(|b| *b == b':') {
+        Some(colon) => {
+            let port = &rest[colon + 1..];
+            port.is_empty()
+                || (port.iter().all(u8::is_ascii_digit)
+                    && std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok()))
+        }
+        None => true,
+    }
 }
 
 async fn serve_config(listener: TcpListener, api: Arc<ConfigApi>, mut stop: watch::Receiver<bool>) {

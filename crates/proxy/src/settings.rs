@@ -29,6 +29,12 @@ pub struct ProxySettings {
     pub mirror_max_body_bytes: usize,
     /// Access log switches.
     pub access_log: AccessLogSettings,
+    /// Data port: time allowed for a request head, counted from accept (before the first request) or from the
+    /// end of the previous response (keep-alive). Slow-loris clients and silent connections are cut here.
+    pub header_read_timeout: Duration,
+    /// Data port: connections served at once. At the cap the listener stops accepting and further clients wait
+    /// in the kernel's listen backlog. `None` = no cap.
+    pub max_connections: Option<usize>,
 }
 
 /// Access-log switches (config-api.md §8, routing.md §13).
@@ -59,6 +65,8 @@ impl Default for ProxySettings {
             ws_handshake_timeout: Duration::from_secs(30),
             mirror_max_body_bytes: 1024 * 1024,
             access_log: AccessLogSettings::default(),
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 }
@@ -88,6 +96,8 @@ impl std::fmt::Debug for ProxySettings {
             .field("ws_handshake_timeout", &self.ws_handshake_timeout)
             .field("mirror_max_body_bytes", &self.mirror_max_body_bytes)
             .field("access_log", &self.access_log)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
