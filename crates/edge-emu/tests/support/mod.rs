@@ -138,6 +138,15 @@ impl Origin for ForwardingOrigin {
         let backend = self.backend;
         Box::pin(async move {
             let upgrade = req.extensions_mut().remove::<TunnelUpgrade>();
+            if std::env::var_os("PROBE").is_some() {
+                eprintln!(
+                    "origin got {:?} {:?} {:?} end={}",
+                    req.method(),
+                    req.version(),
+                    req.headers(),
+                    http_body::Body::is_end_stream(req.body())
+                );
+            }
             let result = async {
                 let tcp = tokio::net::TcpStream::connect(backend).await?;
                 let (mut sender, conn) =

@@ -267,6 +267,8 @@ async fn handle_request(
         return error_response(&mut respond);
     };
     parts.uri = uri;
+    // The edge's HTTP/2 hop is not the eyeball's protocol; requests reach the origin exactly as over QUIC.
+    parts.version = http::Version::HTTP_11;
     let (body, recv) = if websocket {
         crate::stream::strip_hop_by_hop(&mut parts.headers);
         parts
