@@ -51,11 +51,11 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         Ok(b) => b.to_bytes(),
         Err(e) => return bad(e),
     };
-    let json_body = || -> Result<Value, Response<OriginBody>> {
+    let json_body = || -> Result<Value, serde_json::Error> {
         if body.is_empty() {
             return Ok(json!({}));
         }
-        serde_json::from_slice(&body).map_err(bad)
+        serde_json::from_slice(&body)
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
@@ -63,7 +63,7 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         (&Method::POST, ["faults"]) => {
             let v = match json_body() {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return bad(e),
             };
             match FaultRule::from_json(&v) {
                 Ok(rule) => reply(StatusCode::OK, json!({"id": inner.add_fault(rule)})),
@@ -78,7 +78,7 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         (&Method::POST, ["rpc", "update-configuration"]) => {
             let v = match json_body() {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return bad(e),
             };
             let Some(conn_index) = v
                 .get("connIndex")
@@ -128,7 +128,7 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         (&Method::POST, ["rpc", "register-udp-session"]) => {
             let v = match json_body() {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return bad(e),
             };
             let conn_index = v
                 .get("connIndex")
@@ -155,7 +155,7 @@ async fn handle(inner: Arc<Inner>, req: Request<hyper::body::Incoming>) -> Respo
         (&Method::POST, ["connections", n, "close"]) => {
             let v = match json_body() {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(e) => return bad(e),
             };
             let mode = match v.get("mode").and_then(Value::as_str).unwrap_or("close") {
                 "close" => CloseMode::Close,
