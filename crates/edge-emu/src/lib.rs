@@ -722,6 +722,12 @@ impl Emulator {
             let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
         }
         self.tasks.shutdown().await;
+        // Connection handles keep their endpoint's socket open; drop them so the ports can be bound again.
+        if let Ok(mut conns) = self.inner.conns.lock() {
+            conns.clear();
+        }
+        self.endpoints.clear();
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -35,6 +35,14 @@ fn quic_body(prefix: Bytes, recv: quinn::RecvStream) -> OriginBody {
     http_body_util::StreamBody::new(stream).boxed_unsync()
 }
 
+/// Sends FIN and waits (bounded) until the edge has acknowledged everything, so that closing the connection
+/// right after a drain does not discard the tail of a response.
+async fn finish(send: &mut quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), send.stopped()).await;
+    }
+}
+
 fn head_bytes(resp: &ConnectResponse) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&stream::DATA_STREAM_SIGNATURE);
@@ -50,7 +58,7 @@ async fn answer_error(mut send: quinn::SendStream, recv: Option<quinn::RecvStrea
         .await
         .is_ok()
     {
-        let _ = send.finish();
+        finish(&mut send).await;
     }
     if let Some(mut r) = recv {
         let _ = r.stop(quinn::VarInt::from_u32(0));
@@ -235,7 +243,7 @@ pub(crate) async fn serve_quic_data_stream(
             }
         }
     }
-    let _ = send.finish();
+    finish(&mut send).await;
     if let Some(mut r) = recv {
         let _ = r.stop(quinn::VarInt::from_u32(0));
     }

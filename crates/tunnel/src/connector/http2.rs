@@ -77,6 +77,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn_index: u8, addr: SocketAddr
     let (events_tx, mut events) = mpsc::channel::<ControlEvent>(4);
     let unregister = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let requests = TaskTracker::new();
     let mut control_started = false;
     let mut registered = false;
     let mut draining: Option<tokio::time::Instant> = None;
@@ -99,7 +100,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn_index: u8, addr: SocketAddr
                         tracker.spawn(task);
                     } else {
                         let shared = shared.clone();
-                        tracker.spawn(async move { handle_request(&shared, conn_index, req, respond).await });
+                        requests.spawn(async move { handle_request(&shared, conn_index, req, respond).await });
                     }
                 }
                 Some(Err(e)) => break lost_or_failed(registered, "h2_error", e),
@@ -129,7 +130,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn_index: u8, addr: SocketAddr
             _ = drain_deadline => break ConnEnd::Shutdown,
             _ = shared.abort.cancelled() => break ConnEnd::Shutdown,
             // Drained early: only the control stream is left.
-            _ = tokio::time::sleep(Duration::from_millis(50)), if draining.is_some() && tracker.len() <= 1 => break ConnEnd::Shutdown,
+            _ = tokio::time::sleep(Duration::from_millis(50)), if draining.is_some() && requests.is_empty() => break ConnEnd::Shutdown,
         }
     };
     if registered {
