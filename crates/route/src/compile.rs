@@ -412,9 +412,12 @@ impl Compiler {
             self.error("path value must start with \"/\"");
             return None;
         }
+        // `<`, `>` and `` ` `` are visible ASCII but not URI path characters: such a value would make every
+        // forwarded request on the rule unbuildable (a 502), so it is rejected here.
         if !value
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+            || value.parse::<http::uri::PathAndQuery>().is_err()
         {
             self.error("invalid path value");
             return None;
@@ -764,6 +767,8 @@ fn valid_redirect_hostname(h: &str) -> bool {
     h.bytes().all(|b| {
         b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\') && (b != b':' || ipv6)
     })
+        // An unbalanced `[` passes the byte check but breaks the URL (found by fuzzing redirect computation).
+        && http::uri::Authority::try_from(h).is_ok()
 }
 
 /// `invalid regular expression: <reason>`, with the reason on one line.
