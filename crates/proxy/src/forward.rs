@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 ///
 /// `Trailer` is deliberately not in the list although routing.md §7.2 names it: an HTTP/1.1 hop can only carry
 /// trailer fields that a `Trailer` header declared (hyper drops undeclared ones), so removing it would break
-/// trailer relay between HTTP/1.1 peers.
+/// trailer relay between HTTP/1.1 peers. `Connection` stays first: [`strip_hop_by_hop`] relies on its index.
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
@@ -23,25 +23,45 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers: every header named in `Connection`, the fixed list, `Upgrade` and `TE` except
 /// `te: trailers`. With `upgrade` set, `Connection: Upgrade` and `Upgrade` survive (the upgrade path).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the few names first: removing an absent name still hashes and probes, and this runs twice
+    // per request while most messages carry no hop-by-hop field, or only `Connection`.
+    // Bit i: `HOP_BY_HOP[i]` is present.
+    let mut present = 0u32;
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+            any = true;
+        } else if name == header::UPGRADE || name == header::TE {
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    if headers.contains_key(header::CONNECTION) {
-        // Allocates only when the peer sent `Connection`, which HTTP/2 peers never do.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    if present & 1 != 0 {
+        // Removing by `&str` needs no owned `HeaderName`; the values are cloned (reference counts) because the
+        // removals below need the map mutably.
+        let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+        for value in &named {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                if let Ok(token) = std::str::from_utf8(token.trim_ascii())
+                    && !token.is_empty()
+                {
+                    headers.remove(token);
+                }
+            }
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     headers.remove(header::UPGRADE);
     if let Some(te) = headers.get(header::TE) {
@@ -76,7 +96,8 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
     let mut ip = [0u8; 64];
     let ip = format_ip(peer, &mut ip);
-    let mut buf = BytesMut::new();
+    let existing_len: usize = headers.get_all(&name).iter().map(|v| v.len() + 2).sum();
+    let mut buf = BytesMut::with_capacity(existing_len + ip.len());
     for existing in headers.get_all(&name) {
         let v = existing.as_bytes().trim_ascii();
         if v.is_empty() {
@@ -91,9 +112,30 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     }
 }
 
-/// Formats an IP into a stack buffer (no heap allocation).
+/// Formats an IP into a stack buffer (no heap allocation). IPv4 digits are written directly: the formatting
+/// machinery costs more than the rest of the header work of a request.
 fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     use std::io::Write;
+    if let IpAddr::V4(v4) = ip {
+        let mut n = 0;
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[n] = b'.';
+                n += 1;
+            }
+            if octet >= 100 {
+                buf[n] = b'0' + octet / 100;
+                n += 1;
+            }
+            if octet >= 10 {
+                buf[n] = b'0' + octet / 10 % 10;
+                n += 1;
+            }
+            buf[n] = b'0' + octet % 10;
+            n += 1;
+        }
+        return &buf[..n];
+    }
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cursor, "{ip}");
     let n = cursor.position() as usize;
@@ -127,6 +169,29 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn ipv4_digits_are_formatted_like_display() {
+        let mut buf = [0u8; 64];
+        for ip in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "192.0.2.7", "10.0.100.1"] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(format_ip(addr, &mut buf), ip.as_bytes());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(format_ip(v6, &mut buf), b"2001:db8::1");
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_fields_are_untouched() {
+        let mut h = map(&[("host", "a.example"), ("x-one", "1"), ("x-one", "2"), ("accept", "*/*")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+        let mut h = map(&[("connection", "close, X-Named"), ("x-named", "1"), ("x-other", "2")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-other"], "2");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Prometheus metrics of the proxy (config-api.md §9). Names of the `cftunnel_proxy_*` families match the Go
 //! project so that its dashboards keep working.
 //!
-//! Per-hostname handles are created when a table is applied ([`HostMetrics`]), so the request path only looks
-//! a handle up by the matched pattern and bumps atomics: no label allocation and no lock per request.
+//! Per-hostname handles ([`HostMetrics`]) are resolved on a pattern's first request and kept in the table's
+//! slot for it (and carried over by later applies), so the request path only looks a handle up by the matched
+//! pattern and bumps atomics: no label allocation and no lock per request after the first.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -14,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 /// The `hostname` label value for requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -124,8 +125,8 @@ pub struct HostMetrics {
     pub(crate) response_bytes: Counter,
 }
 
-/// Handles of every hostname pattern of one table, built at apply time.
-pub type HostMetricsIndex = HashMap<Box<str>, Arc<HostMetrics>>;
+/// One slot per hostname pattern of a table, filled with the pattern's handles on its first request.
+pub type HostMetricsIndex = FxHashMap<Box<str>, OnceLock<Arc<HostMetrics>>>;
 
 /// RSS, CPU time and open file descriptors of this process, read from `/proc` on each scrape.
 #[derive(Debug)]
