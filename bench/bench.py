@@ -263,8 +263,8 @@ CRIT_RE = re.compile(r"^(\S+)\s*\n?\s*time:\s+\[([\d.]+) (\S+) ([\d.]+) (\S+) ([
 UNIT_NS = {"ps": 0.001, "ns": 1.0, "µs": 1000.0, "us": 1000.0, "ms": 1e6, "s": 1e9}
 
 
-def run_criterion(repo, filt, quick, log_path):
-    argv = ["cargo", "bench", "-p", "tunnelgate-route", "--benches", "--", filt]
+def run_criterion(repo, bench_target, quick, log_path):
+    argv = ["cargo", "bench", "-p", "tunnelgate-route", "--bench", bench_target, "--"]
     if quick:
         argv += ["--warm-up-time", "1", "--measurement-time", "2"]
     with open(log_path, "w") as log:
@@ -286,6 +286,25 @@ def backend_accepts(port):
     return int(m.group(1))
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process and its direct children (nginx workers), in seconds."""
+    pids = [pid]
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            pids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    ticks = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def fmt_ms(v):
     return "-" if v is None else ("%.2f" % v if v < 10 else "%.1f" % v)
 
@@ -297,12 +316,12 @@ def print_report(res, out):
                                                                  res.get("load_after", "?")))
     w("wrk -t%d -c%d -d%ds --latency, %d round(s), medians\n\n" % (res["threads"], res["connections"],
                                                                     res["duration"], res["rounds"]))
-    w("| target | req/s | p50 ms | p99 ms | req/s per round | errors | new backend conns/round (max) |\n"
-      "|---|---:|---:|---:|---|---:|---:|\n")
+    w("| target | req/s | p50 ms | p99 ms | CPU us/req | req/s per round | errors | new backend conns/round |\n"
+      "|---|---:|---:|---:|---:|---|---:|---:|\n")
     for name, r in res["throughput"].items():
-        w("| %s | %.0f | %s | %s | %s | %d | %d |\n" % (name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]),
-                                                       " ".join("%.0f" % x for x in r["rounds_rps"]), r["errors"],
-                                                       r["backend_conns"]))
+        w("| %s | %.0f | %s | %s | %.1f | %s | %d | %d |\n" % (
+            name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"],
+            " ".join("%.0f" % x for x in r["rounds_rps"]), r["errors"], r["backend_conns"]))
     w("\n")
     t = res["throughput"]
     for a, b in (("tunnelgate", "haproxy"), ("tunnelgate", "nginx"), ("tunnelgate", "direct"),
@@ -388,7 +407,7 @@ def main():
     p.add_argument("--apply-reps", type=int, help="config apply repetitions (default 5, quick 2)")
     p.add_argument("--skip-tunnelgate", action="store_true", help="only direct, nginx, haproxy (harness test)")
     p.add_argument("--skip-criterion", action="store_true")
-    p.add_argument("--criterion-filter", default="lookup")
+    p.add_argument("--criterion-bench", default="lookup", help="bench target of crates/route to run")
     p.add_argument("--only", help="comma-separated subset of targets for the load rounds")
     p.add_argument("--json", help="also write the results as JSON here")
     a = p.parse_args()
@@ -410,15 +429,18 @@ def main():
            "threads": a.threads, "connections": a.connections, "duration": duration, "rounds": rounds}
     try:
         backend_port = free_port()
-        start_nginx(procs, a.tmp, "backend-nginx", "backend-nginx.conf", port=backend_port)
+        backend = start_nginx(procs, a.tmp, "backend-nginx", "backend-nginx.conf", port=backend_port)
         backend_url = "http://127.0.0.1:%d" % backend_port
         targets = {"direct": backend_port}
+        # Whose CPU time a target's row reports: the backend for direct, else the proxy (with its workers).
+        pids = {"direct": backend.pid}
 
         nginx_port = free_port()
-        start_nginx(procs, a.tmp, "proxy-nginx", "proxy-nginx.conf", port=nginx_port, backend_port=backend_port)
+        pids["nginx"] = start_nginx(procs, a.tmp, "proxy-nginx", "proxy-nginx.conf", port=nginx_port,
+                                    backend_port=backend_port).pid
         targets["nginx"] = nginx_port
         haproxy_port = free_port()
-        start_haproxy(procs, a.tmp, haproxy_port, backend_port)
+        pids["haproxy"] = start_haproxy(procs, a.tmp, haproxy_port, backend_port).pid
         targets["haproxy"] = haproxy_port
         hosts = {k: BENCH_HOST for k in targets}
 
@@ -453,11 +475,13 @@ def main():
             tg.apply(gen_config.small(1, BENCH_HOST, backend_url))
             wait_http(tg.port, "/", tg.proc, tg.name, tg.log, host=BENCH_HOST, want=200)
             targets["tunnelgate"] = tg.port
+            pids["tunnelgate"] = tg.proc.pid
             hosts["tunnelgate"] = BENCH_HOST
             # The apply instance now holds the 10k-rule table; load it too, with a host only its probe rule matches.
             probe = "probe-10k.bench.example.com"
             tgm.apply(gen_config.large(a.rules, last_probe_version + 1, backend_url, probe))
             targets["tunnelgate-10k"] = tgm.port
+            pids["tunnelgate-10k"] = tgm.proc.pid
             hosts["tunnelgate-10k"] = probe
 
         for name, port in targets.items():
@@ -477,12 +501,15 @@ def main():
             rot = order[rnd % len(order):] + order[: rnd % len(order)]
             for name in rot:
                 before = backend_accepts(backend_port)
+                cpu_before = cpu_seconds(pids[name])
                 r = run_wrk("http://127.0.0.1:%d/" % targets[name], hosts[name], duration, a.threads, a.connections)
+                r["cpu_us"] = (cpu_seconds(pids[name]) - cpu_before) * 1e6 / max(1, r["requests"])
                 # Minus the harness's own status request.
                 r["backend_conns"] = backend_accepts(backend_port) - before - 1
                 per[name].append(r)
-                print("round %d %-15s %8.0f req/s  p50 %s ms  p99 %s ms  errors %d  new backend conns %d" % (
-                    rnd + 1, name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["errors"], r["backend_conns"]),
+                print("round %d %-15s %8.0f req/s  p50 %s ms  p99 %s ms  cpu %.1f us/req  errors %d  new backend conns %d" % (
+                    rnd + 1, name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"], r["errors"],
+                    r["backend_conns"]),
                     flush=True)
         res["throughput"] = {}
         for name in order:
@@ -492,6 +519,7 @@ def main():
                 "p50": statistics.median(x["p50"] for x in rs),
                 "p99": statistics.median(x["p99"] for x in rs),
                 "rounds_rps": [x["rps"] for x in rs],
+                "cpu_us": statistics.median(x["cpu_us"] for x in rs),
                 "errors": sum(x["errors"] for x in rs),
                 "backend_conns": max(x["backend_conns"] for x in rs),
             }
@@ -502,12 +530,12 @@ def main():
         procs.stop_all()
 
     if not a.skip_criterion:
-        print("running the route crate's criterion bench (filter %r)..." % a.criterion_filter, flush=True)
-        c = run_criterion(a.repo, a.criterion_filter, a.quick, os.path.join(a.tmp, "criterion.log"))
+        print("running the route crate's criterion bench %r ..." % a.criterion_bench, flush=True)
+        c = run_criterion(a.repo, a.criterion_bench, a.quick, os.path.join(a.tmp, "criterion.log"))
         if "ns" in c:
             c["ratios"] = lookup_ratios(c["ns"])
             if not c["ns"]:
-                c = {"error": "no criterion results matched filter %r" % a.criterion_filter}
+                c = {"error": "no criterion results parsed from bench %r" % a.criterion_bench}
         res["criterion"] = c
 
     res["targets"] = check_targets(res)
