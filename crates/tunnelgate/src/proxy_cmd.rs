@@ -119,7 +119,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let format = parse_log_format(env.proxy_log_format.as_deref())?;
     let settings = settings_from(env)?;
     if let Some(token) = env.tunnel_token.as_deref().filter(|t| !t.trim().is_empty()) {
-        return run_tunnel_mode(env, token);
+        let tunnel = tunnel_config(env, token, settings.grace_period)?;
+        init_logging(level, format);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("start the async runtime")?;
+        return runtime.block_on(run_tunnel_mode(settings, tunnel));
     }
     init_logging(level, format);
     if parse_bool(
@@ -142,13 +148,88 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(run_standalone(settings, file, loader))
 }
 
-/// Tunnel mode is wired by the tunnel issue; until then a token must never silently run standalone.
-fn run_tunnel_mode(args: &EnvArgs, _token: &str) -> anyhow::Result<ExitCode> {
+/// Builds the tunnel settings (tunnel.md §1, §2, §11). A bad token is a start-up error (exit 1).
+fn tunnel_config(
+    args: &EnvArgs,
+    token: &str,
+    grace_period: Duration,
+) -> anyhow::Result<tunnelgate_tunnel::TunnelConfig> {
     parse_tunnel_settings(args)?;
-    bail!(
-        "TUNNEL_TOKEN is set, but tunnel mode is not available yet in this build; unset TUNNEL_TOKEN to run \
-         standalone"
-    )
+    let token = tunnelgate_tunnel::TunnelToken::parse(token).context("TUNNEL_TOKEN")?;
+    let mut cfg = tunnelgate_tunnel::TunnelConfig::new(token);
+    if let Some(p) = args.proxy_tunnel_protocol.as_deref().filter(|p| !p.trim().is_empty()) {
+        cfg.protocol = p.parse().map_err(|e: String| anyhow::anyhow!("PROXY_TUNNEL_PROTOCOL: {e}"))?;
+    }
+    cfg.ha_connections =
+        u8::try_from(parse_int("PROXY_TUNNEL_HA_CONNECTIONS", args.proxy_tunnel_ha_connections.as_deref(), 4)?)
+            .context("PROXY_TUNNEL_HA_CONNECTIONS")?;
+    if let Some(edge) = args.proxy_tunnel_edge.as_deref().filter(|e| !e.trim().is_empty()) {
+        let list = tunnelgate_tunnel::edge_addr::parse_edge_list(edge).context("PROXY_TUNNEL_EDGE")?;
+        cfg.edge = tunnelgate_tunnel::EdgeSource::List(list);
+    }
+    cfg.ca_file = args.proxy_tunnel_ca_file.as_deref().filter(|f| !f.trim().is_empty()).map(PathBuf::from);
+    cfg.grace_period = grace_period;
+    Ok(cfg)
+}
+
+/// Tunnel streams enter the same request service as the plain listener.
+struct ProxyOrigin(tunnelgate_proxy::RequestService);
+
+impl tunnelgate_tunnel::Origin for ProxyOrigin {
+    fn serve(
+        &self,
+        mut req: http::Request<tunnelgate_tunnel::OriginBody>,
+        info: tunnelgate_tunnel::StreamInfo,
+    ) -> tunnelgate_tunnel::origin::BoxFuture<http::Response<tunnelgate_tunnel::OriginBody>> {
+        if let Some(upgrade) = req.extensions_mut().remove::<tunnelgate_tunnel::TunnelUpgrade>()
+            && let Some(fut) = upgrade.take()
+        {
+            req.extensions_mut().insert(tunnelgate_proxy::ClientUpgrade::new(fut));
+        }
+        let service = self.0.clone();
+        let ctx = tunnelgate_proxy::RequestContext { scheme: info.scheme, peer: None, transport: info.transport };
+        Box::pin(async move { service.serve(req, ctx).await })
+    }
+}
+
+/// Tunnel mode (config-api.md §11): config port only, tunnel connections feed the request service; readiness
+/// latches at the first registration; SIGTERM unregisters and drains the tunnel, then the config port.
+async fn run_tunnel_mode(
+    mut settings: ProxySettings,
+    tunnel: tunnelgate_tunnel::TunnelConfig,
+) -> anyhow::Result<ExitCode> {
+    settings.data_addr = None;
+    let mut registry = Registry::default();
+    let metrics = tunnelgate_tunnel::TunnelMetrics::register(&mut registry);
+    let state = ProxyState::new(registry);
+    state.set_tunnel_mode(true);
+    let handle = ProxyServer::start(settings, state.clone()).await?;
+    let origin = Arc::new(ProxyOrigin(handle.service().clone()));
+    let tunnel = tunnelgate_tunnel::Tunnel::start(tunnel, origin, metrics).context("starting the tunnel")?;
+    let mut registered = tunnel.ever_registered();
+    let latch = state.clone();
+    tokio::spawn(async move {
+        if registered.wait_for(|r| *r).await.is_ok() {
+            latch.set_tunnel_registered();
+        }
+    });
+    shutdown_signal().await?;
+    tracing::info!("shutdown signal received; unregistering tunnel connections and draining");
+    state.set_draining();
+    tokio::select! {
+        () = async {
+            tunnel.shutdown().await;
+            handle.shutdown().await;
+        } => {
+            tracing::info!("drained; exiting");
+            Ok(ExitCode::SUCCESS)
+        }
+        second = shutdown_signal() => {
+            second?;
+            tracing::warn!("second signal; exiting immediately");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Validates the tunnel variables so that a bad value fails the same way in every mode.
