@@ -80,6 +80,12 @@ pub struct EnvArgs {
     /// Larger request bodies are not mirrored. Default 1048576.
     #[arg(long, env = "PROXY_MIRROR_MAX_BODY_BYTES", value_name = "BYTES")]
     pub proxy_mirror_max_body_bytes: Option<String>,
+    /// Data port: time allowed for a request head; slow and silent clients are cut. Default 60s.
+    #[arg(long, env = "PROXY_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub proxy_header_read_timeout: Option<String>,
+    /// Data port: most connections served at once; 0 (the default) means no cap.
+    #[arg(long, env = "PROXY_MAX_CONNECTIONS", value_name = "N")]
+    pub proxy_max_connections: Option<String>,
     /// One JSON line per request on stdout. Default false.
     #[arg(long, env = "PROXY_ACCESS_LOG_ENABLED", value_name = "BOOL")]
     pub proxy_access_log_enabled: Option<String>,
@@ -418,6 +424,19 @@ fn settings_from(args: &EnvArgs) -> anyhow::Result<ProxySettings> {
         args.proxy_tracing_sample_rate.as_deref(),
     )?;
     parse_tunnel_settings(args)?;
+    let header_read_timeout = parse_duration(
+        "PROXY_HEADER_READ_TIMEOUT",
+        args.proxy_header_read_timeout.as_deref(),
+        defaults.header_read_timeout,
+    )?;
+    if header_read_timeout.is_zero() {
+        bail!("PROXY_HEADER_READ_TIMEOUT: must be greater than 0");
+    }
+    let max_connections = match parse_int("PROXY_MAX_CONNECTIONS", args.proxy_max_connections.as_deref(), 0)?
+    {
+        0 => None,
+        n => Some(usize::try_from(n).context("PROXY_MAX_CONNECTIONS: too large")?),
+    };
     Ok(ProxySettings {
         data_addr: Some(addr("PROXY_ADDR", args.proxy_addr.as_deref(), ":8080")?),
         config_addr: addr("PROXY_CONFIG_ADDR", args.proxy_config_addr.as_deref(), ":8081")?,
@@ -463,7 +482,8 @@ fn settings_from(args: &EnvArgs) -> anyhow::Result<ProxySettings> {
                 false,
             )?,
         },
-        ..defaults
+        header_read_timeout,
+        max_connections,
     })
 }
 
