@@ -802,6 +802,11 @@ async fn serve_tcp(
                     edge::serve_control(io, move |call| Box::pin(handler_inner.clone().on_call(id, call)));
                 let _ = served.await;
             }
+            // The edge drops a connection whose control stream ended without a registration:
+            // cloudflared's HTTP/2 transport only retries once the edge has closed the connection.
+            if inner.with_conn(id, |e| e.state) == Some(ConnState::Connected) {
+                driver.abort();
+            }
             let _ = driver.await;
             inner.mark_closed(id);
         });

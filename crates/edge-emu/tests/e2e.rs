@@ -1,5 +1,7 @@
 //! Emulator ⇄ connector ⇄ origin ⇄ loopback backend, over QUIC and over HTTP/2.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

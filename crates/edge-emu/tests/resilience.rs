@@ -1,5 +1,7 @@
 //! Reconnects, registration errors, broken streams and graceful unregister.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::sync::Arc;

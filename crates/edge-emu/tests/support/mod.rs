@@ -1,5 +1,5 @@
 //! Test harness: a real loopback backend, a small origin that forwards to it, the emulator and a connector.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
