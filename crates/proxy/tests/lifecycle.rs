@@ -40,7 +40,7 @@ async fn hundred_config_swaps_under_load_fail_no_request() {
             let client = Client::new();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let path = if i % 2 == 0 { "/api/x" } else { "/other" };
+                let path = if i.is_multiple_of(2) { "/api/x" } else { "/other" };
                 let req = Client::request(http::Method::GET, addr, "load.example.com", path)
                     .body(tunnelgate_testkit::empty())
                     .unwrap();
