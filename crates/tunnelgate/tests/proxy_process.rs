@@ -147,10 +147,8 @@ fn bad_environment_values_exit_1_naming_the_variable() {
         &[("PROXY_AUTH_TOKEN", "   ")],
         "PROXY_AUTH_TOKEN is set but empty",
     );
-    run_expecting_failure(
-        &[("TUNNEL_TOKEN", "eyJhIjoiYiJ9")],
-        "tunnel mode is not available yet",
-    );
+    // A token that does not decode is a startup error, never a silent fallback to standalone mode.
+    run_expecting_failure(&[("TUNNEL_TOKEN", "eyJhIjoiYiJ9")], "TUNNEL_TOKEN");
 }
 
 #[test]
@@ -210,8 +208,17 @@ async fn access_log_lines_are_json_on_stdout_and_5xx_are_always_kept() {
     let mut proc = Running(child);
     let client = Client::new();
     wait_ready(&client, config).await;
-    assert_eq!(client.get(data, "file.example.com", "/sampled-out").await.status, 200);
-    assert_eq!(client.get(data, "down.example.com", "/kept?secret=1").await.status, 502);
+    assert_eq!(
+        client.get(data, "file.example.com", "/sampled-out").await.status,
+        200
+    );
+    assert_eq!(
+        client
+            .get(data, "down.example.com", "/kept?secret=1")
+            .await
+            .status,
+        502
+    );
     Command::new("kill")
         .args(["-TERM", &proc.0.id().to_string()])
         .status()
