@@ -24,7 +24,7 @@ enum Command {
     /// Run the Gateway API controller that pushes config to the proxies.
     Controller(controller_cmd::Args),
     /// Run a local stand-in for the Cloudflare edge (tunnel mode offline).
-    EdgeEmulator(edge_cmd::Args),
+    EdgeEmulator(Box<edge_cmd::Args>),
     /// Work with Gateway API YAML files without a cluster.
     Routes(routes_cmd::Args),
     /// Start a proxy with built-in backends and a demo config, and print curl lines to try.
@@ -36,7 +36,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Proxy(a) => proxy_cmd::run(a),
         Command::Controller(a) => controller_cmd::run(a),
-        Command::EdgeEmulator(a) => edge_cmd::run(a),
+        Command::EdgeEmulator(a) => edge_cmd::run(*a),
         Command::Routes(a) => routes_cmd::run(a),
         Command::Demo(a) => demo_cmd::run(a),
     };
