@@ -13,6 +13,13 @@ use tunnelgate_tunnel::TunnelToken;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Boxed: the subcommand enum stays small.
+    #[command(flatten)]
+    flags: Box<Flags>,
+}
+
+#[derive(Debug, clap::Args)]
+struct Flags {
     /// Edge address serving QUIC (UDP) and HTTP/2-over-TLS (TCP). Repeat for several HA addresses.
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:7844")]
     listen: Vec<SocketAddr>,
@@ -73,7 +80,7 @@ fn write_atomic(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn expected(args: &Args) -> anyhow::Result<(ExpectedCredentials, Option<TunnelToken>)> {
+fn expected(args: &Flags) -> anyhow::Result<(ExpectedCredentials, Option<TunnelToken>)> {
     if let Some(t) = &args.token {
         let t = TunnelToken::parse(t).context("--token")?;
         let exp = ExpectedCredentials {
@@ -121,6 +128,7 @@ fn print_line(v: &serde_json::Value) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let args = *args.flags;
     let (expected, generated) = expected(&args)?;
     let script = match &args.script {
         Some(p) => {
