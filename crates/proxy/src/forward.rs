@@ -94,8 +94,9 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Appends the peer IP to `X-Forwarded-For`, merging existing field lines into one `a, b, peer` line.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
+    // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`; backends expect the plain IPv4 form.
     let mut ip = [0u8; 64];
-    let ip = format_ip(peer, &mut ip);
+    let ip = format_ip(peer.to_canonical(), &mut ip);
     let existing_len: usize = headers.get_all(&name).iter().map(|v| v.len() + 2).sum();
     let mut buf = BytesMut::with_capacity(existing_len + ip.len());
     for existing in headers.get_all(&name) {
@@ -220,5 +221,12 @@ mod tests {
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, "::1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn forwarded_for_writes_ipv4_mapped_peers_as_ipv4() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "::ffff:192.0.2.9".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
     }
 }
