@@ -562,6 +562,11 @@ fn build_backend_request(
     if let Some(peer) = ctx.peer {
         append_forwarded_for(&mut headers, peer.ip());
     }
+    // Issue 3 asks for X-Forwarded-Proto when the client sent none (routing.md §7.2 says not to add it; the
+    // issue is the newer requirement). Through the tunnel the edge has always set it already.
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
+    }
     if h2 {
         headers.remove(header::HOST);
     } else if let Some(h) = forwarded_host {
