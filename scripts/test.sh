@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
+# The 10,000-idle-connections test needs more file descriptors than the usual default of 1024.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 step "tools"
 bash scripts/install-test-deps.sh
 

@@ -175,7 +175,13 @@ mod tests {
     #[test]
     fn ipv4_digits_are_formatted_like_display() {
         let mut buf = [0u8; 64];
-        for ip in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "192.0.2.7", "10.0.100.1"] {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.0.2.7",
+            "10.0.100.1",
+        ] {
             let addr: IpAddr = ip.parse().unwrap();
             assert_eq!(format_ip(addr, &mut buf), ip.as_bytes());
         }
@@ -185,11 +191,20 @@ mod tests {
 
     #[test]
     fn messages_without_hop_by_hop_fields_are_untouched() {
-        let mut h = map(&[("host", "a.example"), ("x-one", "1"), ("x-one", "2"), ("accept", "*/*")]);
+        let mut h = map(&[
+            ("host", "a.example"),
+            ("x-one", "1"),
+            ("x-one", "2"),
+            ("accept", "*/*"),
+        ]);
         let before = h.clone();
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, before);
-        let mut h = map(&[("connection", "close, X-Named"), ("x-named", "1"), ("x-other", "2")]);
+        let mut h = map(&[
+            ("connection", "close, X-Named"),
+            ("x-named", "1"),
+            ("x-other", "2"),
+        ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-other"], "2");

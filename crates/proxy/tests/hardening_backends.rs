@@ -3,17 +3,17 @@
 //! (never complete-looking) response after it, and the proxy must keep serving everyone else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod harness;
 mod hardening_support;
+mod harness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::Proxy;
 use hardening_support::{
     KillableBackend, ScriptedBackend, read_head, read_request_head, read_until_close, refused_addr,
 };
+use harness::Proxy;
 use http::Method;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -89,10 +89,16 @@ async fn a_backend_that_closes_or_garbles_before_the_head_gets_502() {
     .await;
     let bad_status = ScriptedBackend::start(|mut stream: TcpStream| async move {
         let _ = read_request_head(&mut stream).await;
-        let _ = stream.write_all(b"HTTP/1.1 2000 Nope\r\nContent-Length: 0\r\n\r\n").await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 2000 Nope\r\nContent-Length: 0\r\n\r\n")
+            .await;
     })
     .await;
-    for (case, backend) in [("closes", &closes), ("garbles", &garbles), ("bad status", &bad_status)] {
+    for (case, backend) in [
+        ("closes", &closes),
+        ("garbles", &garbles),
+        ("bad status", &bad_status),
+    ] {
         proxy.push(route_to(&backend.url(), Some("5s"))).await;
         let reply = Client::new().get(proxy.data, "app.example.com", "/").await;
         assert_eq!(reply.status, 502, "{case}");
@@ -107,21 +113,39 @@ async fn a_backend_failing_mid_body_aborts_the_client_response() {
     let cases = [
         (
             "Content-Length, reset",
-            truncating_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", &[b'x'; 1000], true).await,
+            truncating_backend(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+                &[b'x'; 1000],
+                true,
+            )
+            .await,
         ),
         (
             "Content-Length, clean close",
-            truncating_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", &[b'x'; 1000], false).await,
+            truncating_backend(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+                &[b'x'; 1000],
+                false,
+            )
+            .await,
         ),
         (
             "chunked, reset",
-            truncating_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"5\r\nhello\r\n", true)
-                .await,
+            truncating_backend(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"5\r\nhello\r\n",
+                true,
+            )
+            .await,
         ),
         (
             "chunked, clean close",
-            truncating_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"5\r\nhello\r\n", false)
-                .await,
+            truncating_backend(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"5\r\nhello\r\n",
+                false,
+            )
+            .await,
         ),
     ];
     for (case, backend) in &cases {
@@ -136,10 +160,20 @@ async fn a_backend_failing_mid_body_aborts_the_client_response() {
             .find_map(|l| l.strip_prefix("content-length: "))
             .map(|v| v.trim().parse::<usize>().unwrap())
         {
-            assert!(rest.len() < len, "{case}: {} of {len} body bytes looks complete", rest.len());
+            assert!(
+                rest.len() < len,
+                "{case}: {} of {len} body bytes looks complete",
+                rest.len()
+            );
         } else {
-            assert!(lower.contains("transfer-encoding: chunked"), "{case}: no framing in {head}");
-            assert!(!rest.ends_with(b"0\r\n\r\n"), "{case}: chunked body was terminated: {rest:?}");
+            assert!(
+                lower.contains("transfer-encoding: chunked"),
+                "{case}: no framing in {head}"
+            );
+            assert!(
+                !rest.ends_with(b"0\r\n\r\n"),
+                "{case}: chunked body was terminated: {rest:?}"
+            );
         }
 
         // The same over h2c: the stream is reset, so the client sees an error, not a short success.
@@ -173,7 +207,10 @@ async fn a_silent_backend_gets_504_at_the_route_timeout() {
         let took = started.elapsed();
         assert_eq!(reply.status, 504, "{case}");
         assert_eq!(&reply.body[..], b"gateway timeout\n");
-        assert!(took >= Duration::from_millis(400), "{case}: 504 before the timeout ({took:?})");
+        assert!(
+            took >= Duration::from_millis(400),
+            "{case}: 504 before the timeout ({took:?})"
+        );
         assert!(took < Duration::from_secs(5), "{case}: 504 took {took:?}");
     }
 }
@@ -198,9 +235,18 @@ async fn backend_pools_recover_after_the_backend_restarts() {
     let backend = KillableBackend::start_on(addr).await;
     let mut statuses = Vec::new();
     for _ in 0..50 {
-        statuses.push(client.get(proxy.data, "app.example.com", "/").await.status.as_u16());
+        statuses.push(
+            client
+                .get(proxy.data, "app.example.com", "/")
+                .await
+                .status
+                .as_u16(),
+        );
     }
-    assert!(statuses.iter().all(|s| *s == 200), "after the restart: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "after the restart: {statuses:?}"
+    );
     assert_eq!(backend.requests.load(Ordering::SeqCst), 50);
     assert_eq!(served_before, 20);
 }
@@ -241,7 +287,11 @@ async fn hanging_or_refusing_mirrors_never_affect_the_primary() {
         tasks.push(tokio::spawn(async move {
             let client = Client::new();
             for i in 0..20 {
-                let body = if (worker + i) % 2 == 0 { vec![b'm'; 4096] } else { Vec::new() };
+                let body = if (worker + i) % 2 == 0 {
+                    vec![b'm'; 4096]
+                } else {
+                    Vec::new()
+                };
                 let req = Client::request(Method::POST, addr, "app.example.com", "/mirrored")
                     .body(full(body))
                     .unwrap();
@@ -266,8 +316,14 @@ async fn hanging_or_refusing_mirrors_never_affect_the_primary() {
     assert_eq!(primary.requests(), 64 * 20);
     // A mirror attempt waits 5 s for a hanging target; the primary never waits for it.
     let slowest = *slowest.lock().unwrap();
-    assert!(slowest < Duration::from_secs(4), "slowest primary request took {slowest:?}");
-    assert!(held.load(Ordering::SeqCst) > 0, "the hanging mirror target never received a copy");
+    assert!(
+        slowest < Duration::from_secs(4),
+        "slowest primary request took {slowest:?}"
+    );
+    assert!(
+        held.load(Ordering::SeqCst) > 0,
+        "the hanging mirror target never received a copy"
+    );
     let metrics = Client::new().get(proxy.config, "proxy", "/metrics").await;
     let text = String::from_utf8_lossy(&metrics.body);
     let dropped = text
@@ -276,5 +332,8 @@ async fn hanging_or_refusing_mirrors_never_affect_the_primary() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert!(dropped > 0.0, "mirror copies beyond the in-flight bound were not dropped:\n{text}");
+    assert!(
+        dropped > 0.0,
+        "mirror copies beyond the in-flight bound were not dropped:\n{text}"
+    );
 }

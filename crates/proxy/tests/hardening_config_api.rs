@@ -3,8 +3,8 @@
 //! pushes mixed into swaps under load fail no request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod harness;
 mod hardening_support;
+mod harness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use harness::Proxy;
 use hardening_support::raw_exchange;
+use harness::Proxy;
 use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use tunnelgate_proxy::ProxySettings;
@@ -32,7 +32,11 @@ async fn put_raw(config: SocketAddr, body: impl Into<Bytes>) -> (StatusCode, Str
         .headers
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned());
-    (reply.status, String::from_utf8_lossy(&reply.body).into_owned(), content_type)
+    (
+        reply.status,
+        String::from_utf8_lossy(&reply.body).into_owned(),
+        content_type,
+    )
 }
 
 /// The proxy with a 1 MiB body limit, serving version 7 that routes everything to backend "old".
@@ -55,7 +59,11 @@ async fn assert_old_config_serves(proxy: &Proxy, case: &str) {
     assert_eq!(status["rules"], 1, "{case}: rules changed");
     let reply = proxy.get("app.example.com", "/still-there").await;
     assert_eq!(reply.status, 200, "{case}: data path broken");
-    assert_eq!(Echo::parse(&reply.body).backend(), "old", "{case}: routed elsewhere");
+    assert_eq!(
+        Echo::parse(&reply.body).backend(),
+        "old",
+        "{case}: routed elsewhere"
+    );
 }
 
 fn nested(depth: usize) -> String {
@@ -73,7 +81,11 @@ fn malformed_documents(backend: &str) -> Vec<(&'static str, Vec<u8>, u16)> {
         ("top-level array", b"[]".to_vec(), 400),
         ("top-level string", br#""config""#.to_vec(), 400),
         ("top-level null", b"null".to_vec(), 400),
-        ("truncated", br#"{"version": 8, "rules": [{"backends": ["#.to_vec(), 400),
+        (
+            "truncated",
+            br#"{"version": 8, "rules": [{"backends": ["#.to_vec(),
+            400,
+        ),
         ("trailing garbage", br#"{"version": 8} x"#.to_vec(), 400),
         ("two documents", br#"{"version": 8}{"version": 9}"#.to_vec(), 400),
         ("comment", b"{\"version\": 8 /* hi */}".to_vec(), 400),
@@ -81,45 +93,175 @@ fn malformed_documents(backend: &str) -> Vec<(&'static str, Vec<u8>, u16)> {
         // Wrong types.
         ("version as string", br#"{"version": "8"}"#.to_vec(), 400),
         ("version as float", br#"{"version": 8.5}"#.to_vec(), 400),
-        ("version past int64", br#"{"version": 9223372036854775808}"#.to_vec(), 400),
+        (
+            "version past int64",
+            br#"{"version": 9223372036854775808}"#.to_vec(),
+            400,
+        ),
         ("negative version", br#"{"version": -1}"#.to_vec(), 400),
         ("rules as object", br#"{"version": 8, "rules": {}}"#.to_vec(), 400),
-        ("weight as string", doc(json!([{"backends": [{"url": backend, "weight": "1"}]}])), 400),
-        ("weight past int32", doc(json!([{"backends": [{"url": backend, "weight": 2147483648_i64}]}])), 400),
-        ("url as number", doc(json!([{"backends": [{"url": 1, "weight": 1}]}])), 400),
-        ("hostnames as string", doc(json!([{"hostnames": "a.example.com", "backends": ok_backend}])), 400),
-        ("duration as number", doc(json!([{"timeouts": {"request": 5}, "backends": ok_backend}])), 400),
-        ("malformed duration", doc(json!([{"timeouts": {"request": "5 seconds"}, "backends": ok_backend}])), 400),
+        (
+            "weight as string",
+            doc(json!([{"backends": [{"url": backend, "weight": "1"}]}])),
+            400,
+        ),
+        (
+            "weight past int32",
+            doc(json!([{"backends": [{"url": backend, "weight": 2147483648_i64}]}])),
+            400,
+        ),
+        (
+            "url as number",
+            doc(json!([{"backends": [{"url": 1, "weight": 1}]}])),
+            400,
+        ),
+        (
+            "hostnames as string",
+            doc(json!([{"hostnames": "a.example.com", "backends": ok_backend}])),
+            400,
+        ),
+        (
+            "duration as number",
+            doc(json!([{"timeouts": {"request": 5}, "backends": ok_backend}])),
+            400,
+        ),
+        (
+            "malformed duration",
+            doc(json!([{"timeouts": {"request": "5 seconds"}, "backends": ok_backend}])),
+            400,
+        ),
         // Unknown enum values.
-        ("unknown path type", doc(json!([{"matches": [{"path": {"type": "Prefix", "value": "/"}}], "backends": ok_backend}])), 400),
-        ("unknown filter type", doc(json!([{"filters": [{"type": "Rewrite"}], "backends": ok_backend}])), 400),
-        ("unknown header match type", doc(json!([{"matches": [{"headers": [{"type": "Contains", "name": "a", "value": "b"}]}], "backends": ok_backend}])), 400),
-        ("unknown backend protocol", doc(json!([{"backends": [{"url": backend, "weight": 1, "protocol": "h3"}]}])), 400),
-        ("unknown redirect scheme", doc(json!([{"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "ftp"}}], "backends": ok_backend}])), 400),
-        ("empty type", doc(json!([{"matches": [{"path": {"type": "", "value": "/"}}], "backends": ok_backend}])), 400),
+        (
+            "unknown path type",
+            doc(json!([{"matches": [{"path": {"type": "Prefix", "value": "/"}}], "backends": ok_backend}])),
+            400,
+        ),
+        (
+            "unknown filter type",
+            doc(json!([{"filters": [{"type": "Rewrite"}], "backends": ok_backend}])),
+            400,
+        ),
+        (
+            "unknown header match type",
+            doc(
+                json!([{"matches": [{"headers": [{"type": "Contains", "name": "a", "value": "b"}]}], "backends": ok_backend}]),
+            ),
+            400,
+        ),
+        (
+            "unknown backend protocol",
+            doc(json!([{"backends": [{"url": backend, "weight": 1, "protocol": "h3"}]}])),
+            400,
+        ),
+        (
+            "unknown redirect scheme",
+            doc(
+                json!([{"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "ftp"}}], "backends": ok_backend}]),
+            ),
+            400,
+        ),
+        (
+            "empty type",
+            doc(json!([{"matches": [{"path": {"type": "", "value": "/"}}], "backends": ok_backend}])),
+            400,
+        ),
         // Invalid values.
-        ("invalid regex", doc(json!([{"matches": [{"path": {"type": "RegularExpression", "value": "(unclosed"}}], "backends": ok_backend}])), 400),
-        ("regex past the size limit", doc(json!([{"matches": [{"path": {"type": "RegularExpression", "value": "(a{1000}){1000}"}}], "backends": ok_backend}])), 400),
-        ("backend url with userinfo", doc(json!([{"backends": [{"url": "http://user:pw@a.example.com", "weight": 1}]}])), 400),
-        ("NUL in a hostname", doc(json!([{"hostnames": ["a\u{0}.example.com"], "backends": ok_backend}])), 400),
-        ("CRLF in a header value", doc(json!([{"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "a\r\nInjected: 1"}]}}], "backends": ok_backend}])), 400),
-        ("one-megabyte hostname", doc(json!([{"hostnames": ["a".repeat(900_000)], "backends": ok_backend}])), 400),
+        (
+            "invalid regex",
+            doc(
+                json!([{"matches": [{"path": {"type": "RegularExpression", "value": "(unclosed"}}], "backends": ok_backend}]),
+            ),
+            400,
+        ),
+        (
+            "regex past the size limit",
+            doc(
+                json!([{"matches": [{"path": {"type": "RegularExpression", "value": "(a{1000}){1000}"}}], "backends": ok_backend}]),
+            ),
+            400,
+        ),
+        (
+            "backend url with userinfo",
+            doc(json!([{"backends": [{"url": "http://user:pw@a.example.com", "weight": 1}]}])),
+            400,
+        ),
+        (
+            "NUL in a hostname",
+            doc(json!([{"hostnames": ["a\u{0}.example.com"], "backends": ok_backend}])),
+            400,
+        ),
+        (
+            "CRLF in a header value",
+            doc(
+                json!([{"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "a\r\nInjected: 1"}]}}], "backends": ok_backend}]),
+            ),
+            400,
+        ),
+        (
+            "one-megabyte hostname",
+            doc(json!([{"hostnames": ["a".repeat(900_000)], "backends": ok_backend}])),
+            400,
+        ),
         // Encoding.
-        ("invalid UTF-8 in a known field", b"{\"version\": 8, \"rules\": [{\"hostnames\": [\"\xff\xfe\"]}]}".to_vec(), 400),
-        ("invalid UTF-8 in an unknown field", b"{\"version\": 8, \"note\": \"\xc3\x28\"}".to_vec(), 400),
-        ("lone surrogate", br#"{"version": 8, "rules": [{"hostnames": ["\ud800"]}]}"#.to_vec(), 400),
-        ("UTF-16 body", "{\"version\": 8}".encode_utf16().flat_map(u16::to_le_bytes).collect(), 400),
+        (
+            "invalid UTF-8 in a known field",
+            b"{\"version\": 8, \"rules\": [{\"hostnames\": [\"\xff\xfe\"]}]}".to_vec(),
+            400,
+        ),
+        (
+            "invalid UTF-8 in an unknown field",
+            b"{\"version\": 8, \"note\": \"\xc3\x28\"}".to_vec(),
+            400,
+        ),
+        (
+            "lone surrogate",
+            br#"{"version": 8, "rules": [{"hostnames": ["\ud800"]}]}"#.to_vec(),
+            400,
+        ),
+        (
+            "UTF-16 body",
+            "{\"version\": 8}"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
+            400,
+        ),
         // Duplicate keys.
-        ("duplicate version", br#"{"version": 8, "version": 9}"#.to_vec(), 400),
-        ("duplicate nested key", format!(r#"{{"version": 8, "rules": [{{"backends": [], "backends": {ok_backend}}}]}}"#).into_bytes(), 400),
+        (
+            "duplicate version",
+            br#"{"version": 8, "version": 9}"#.to_vec(),
+            400,
+        ),
+        (
+            "duplicate nested key",
+            format!(r#"{{"version": 8, "rules": [{{"backends": [], "backends": {ok_backend}}}]}}"#)
+                .into_bytes(),
+            400,
+        ),
         // Deep nesting, in a known and in an unknown field.
-        ("deep nesting in rules", format!(r#"{{"version": 8, "rules": {}}}"#, nested(10_000)).into_bytes(), 400),
+        (
+            "deep nesting in rules",
+            format!(r#"{{"version": 8, "rules": {}}}"#, nested(10_000)).into_bytes(),
+            400,
+        ),
         // Huge arrays: wrong-typed (rejected at the first element) and past the body limit (413).
-        ("huge array of wrong types", format!(r#"{{"version": 8, "rules": [{}0]}}"#, "0,".repeat(400_000)).into_bytes(), 400),
-        ("huge array past the limit", format!(r#"{{"version": 8, "rules": [{}{{}}]}}"#, "{},".repeat(400_000)).into_bytes(), 413),
+        (
+            "huge array of wrong types",
+            format!(r#"{{"version": 8, "rules": [{}0]}}"#, "0,".repeat(400_000)).into_bytes(),
+            400,
+        ),
+        (
+            "huge array past the limit",
+            format!(r#"{{"version": 8, "rules": [{}{{}}]}}"#, "{},".repeat(400_000)).into_bytes(),
+            413,
+        ),
     ];
     // A stale version is also a 4xx that changes nothing.
-    cases.push(("stale version", doc(json!([{"backends": ok_backend}])).replace_version(6), 409));
+    cases.push((
+        "stale version",
+        doc(json!([{"backends": ok_backend}])).replace_version(6),
+        409,
+    ));
     cases
 }
 
@@ -143,10 +285,20 @@ async fn every_malformed_input_class_gets_a_json_4xx_and_the_old_config_keeps_se
         let (status, body, content_type) = put_raw(proxy.config, body).await;
         assert_eq!(status.as_u16(), want, "{case}: {body}");
         assert_eq!(content_type.as_deref(), Some("application/json"), "{case}");
-        let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{case}: body {body:?}: {e}"));
-        let error = json["error"].as_str().unwrap_or_else(|| panic!("{case}: no error in {body}"));
-        assert!(!error.is_empty() && !error.contains('\n'), "{case}: error {error:?}");
-        assert!(body.len() < 4096, "{case}: error body of {} bytes echoes the input", body.len());
+        let json: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{case}: body {body:?}: {e}"));
+        let error = json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case}: no error in {body}"));
+        assert!(
+            !error.is_empty() && !error.contains('\n'),
+            "{case}: error {error:?}"
+        );
+        assert!(
+            body.len() < 4096,
+            "{case}: error body of {} bytes echoes the input",
+            body.len()
+        );
         assert_old_config_serves(&proxy, case).await;
     }
     assert_eq!(other.requests(), 0);
@@ -270,10 +422,18 @@ async fn invalid_and_stale_pushes_during_swaps_under_load_fail_no_request() {
     for v in 2..=101 {
         let (status, body, _) = put_raw(proxy.config, doc(v)).await;
         assert_eq!(status, 200, "{body}");
-        let bad = format!(r#"{{"version": {}, "rules": [{{"matches": [{{"path": {{"type": "RegularExpression", "value": "("}}}}]}}]}}"#, v + 1);
+        let bad = format!(
+            r#"{{"version": {}, "rules": [{{"matches": [{{"path": {{"type": "RegularExpression", "value": "("}}}}]}}]}}"#,
+            v + 1
+        );
         assert_eq!(put_raw(proxy.config, bad).await.0, 400);
         assert_eq!(put_raw(proxy.config, doc(v - 1)).await.0, 409);
-        assert_eq!(put_raw(proxy.config, &b"{\"version\": 1000, \"rules\": 5}"[..]).await.0, 400);
+        assert_eq!(
+            put_raw(proxy.config, &b"{\"version\": 1000, \"rules\": 5}"[..])
+                .await
+                .0,
+            400
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {

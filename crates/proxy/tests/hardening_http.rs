@@ -223,7 +223,10 @@ async fn missing_duplicate_or_malformed_host_gets_400() {
             "non-numeric port",
             "GET / HTTP/1.1\r\nHost: a.example.com:http\r\n",
         ),
-        ("port out of range", "GET / HTTP/1.1\r\nHost: a.example.com:99999\r\n"),
+        (
+            "port out of range",
+            "GET / HTTP/1.1\r\nHost: a.example.com:99999\r\n",
+        ),
         ("empty Host", "GET / HTTP/1.1\r\nHost: \r\n"),
     ] {
         let reply = send(&proxy, format!("{head}\r\n").as_bytes()).await;

@@ -2,16 +2,16 @@
 //! 10,000 idle keep-alive connections (measured on a proxy in its own process, so its RSS is its own).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod harness;
 mod hardening_support;
+mod harness;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::Proxy;
 use hardening_support::{read_exact_within, read_head, status_of};
+use harness::Proxy;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -62,7 +62,9 @@ async fn the_connection_cap_holds_further_clients_in_the_backlog() {
     assert_eq!(one_request(&mut held[0], "x", WAIT).await, Some(200));
     // One closes; the waiting client is accepted and its request (already sent) is answered.
     drop(held.pop());
-    let head = read_head(&mut fourth, WAIT).await.expect("served once a slot was free");
+    let head = read_head(&mut fourth, WAIT)
+        .await
+        .expect("served once a slot was free");
     assert_eq!(status_of(&head), Some(200));
     assert_eq!(backend.requests(), 5);
 }
@@ -131,7 +133,12 @@ async fn ten_thousand_idle_connections_keep_memory_bounded() {
         return;
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "idle_connections_child_proxy", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "idle_connections_child_proxy",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("TUNNELGATE_HARDENING_CHILD", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -181,7 +188,11 @@ async fn ten_thousand_idle_connections_keep_memory_bounded() {
     let mut fresh = TcpStream::connect(addr).await.unwrap();
     assert_eq!(one_request(&mut fresh, "x", WAIT).await, Some(404));
     for s in idle.iter_mut().step_by(1000) {
-        assert_eq!(one_request(s, "x", WAIT).await, Some(404), "an idle connection was dropped");
+        assert_eq!(
+            one_request(s, "x", WAIT).await,
+            Some(404),
+            "an idle connection was dropped"
+        );
     }
     drop(idle);
     drop(child.stdin.take());
@@ -191,5 +202,8 @@ async fn ten_thousand_idle_connections_keep_memory_bounded() {
         per_connection < 64 * 1024,
         "{per_connection} bytes of RSS per idle connection"
     );
-    assert!(after < 1024 * 1024, "proxy RSS {after} KiB with {CONNECTIONS} idle connections");
+    assert!(
+        after < 1024 * 1024,
+        "proxy RSS {after} KiB with {CONNECTIONS} idle connections"
+    );
 }

@@ -127,19 +127,28 @@ async fn pools_of_backends_dropped_by_a_swap_close_their_idle_connections() {
     let proxy = Proxy::start().await;
     let old = Backend::start("old").await;
     let new = Backend::start("new").await;
-    let route = |version: i64, b: &Backend| {
-        json!({"version": version, "rules": [{"backends": [{"url": b.url(), "weight": 1}]}]})
-    };
+    let route = |version: i64, b: &Backend| json!({"version": version, "rules": [{"backends": [{"url": b.url(), "weight": 1}]}]});
     proxy.push(route(1, &old)).await;
     assert_eq!(proxy.get("x", "/").await.status, 200);
-    assert_eq!(old.open_connections(), 1, "the pooled connection stays open while the table names it");
+    assert_eq!(
+        old.open_connections(),
+        1,
+        "the pooled connection stays open while the table names it"
+    );
     proxy.push(route(2, &old)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(old.open_connections(), 1, "a swap that keeps the backend keeps its pool");
+    assert_eq!(
+        old.open_connections(),
+        1,
+        "a swap that keeps the backend keeps its pool"
+    );
     proxy.push(route(3, &new)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while old.open_connections() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "idle connection of a dropped pool stayed open");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle connection of a dropped pool stayed open"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(Echo::parse(&proxy.get("x", "/").await.body).backend(), "new");

@@ -22,12 +22,18 @@ fn replacement_paths_must_be_uri_paths() {
             "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": bad}}}))
         .expect_err(bad);
         let first = err.first().unwrap();
-        assert_eq!(first.path, "rules[0].filters[0].urlRewrite.path.replaceFullPath", "{bad}");
+        assert_eq!(
+            first.path, "rules[0].filters[0].urlRewrite.path.replaceFullPath",
+            "{bad}"
+        );
         assert_eq!(first.message, "invalid path value");
         let err = compile(serde_json::json!({"type": "RequestRedirect",
             "requestRedirect": {"path": {"type": "ReplacePrefixMatch", "value": bad}}}))
         .expect_err(bad);
-        assert_eq!(err.first().unwrap().path, "rules[0].filters[0].requestRedirect.path.value");
+        assert_eq!(
+            err.first().unwrap().path,
+            "rules[0].filters[0].requestRedirect.path.value"
+        );
     }
     // Characters that clients send unencoded and the URI parser accepts stay allowed.
     for good in ["/a\"b", "/a{b}", "/a|b", "/a^b", "/%20x", "/a;b=c"] {
@@ -42,12 +48,23 @@ fn replacement_paths_must_be_uri_paths() {
 #[test]
 fn redirect_hostnames_must_be_url_hosts() {
     for bad in ["[", "[abc", "a[b"] {
-        let err = compile(serde_json::json!({"type": "RequestRedirect", "requestRedirect": {"hostname": bad}}))
-            .expect_err(bad);
-        assert_eq!(err.first().unwrap().path, "rules[0].filters[0].requestRedirect.hostname", "{bad}");
+        let err =
+            compile(serde_json::json!({"type": "RequestRedirect", "requestRedirect": {"hostname": bad}}))
+                .expect_err(bad);
+        assert_eq!(
+            err.first().unwrap().path,
+            "rules[0].filters[0].requestRedirect.hostname",
+            "{bad}"
+        );
     }
-    for good in ["example.com", "[2001:db8::1]", "10.0.0.1", "xn--bcher-kva.example"] {
-        let table = compile(serde_json::json!({"type": "RequestRedirect", "requestRedirect": {"hostname": good}}));
+    for good in [
+        "example.com",
+        "[2001:db8::1]",
+        "10.0.0.1",
+        "xn--bcher-kva.example",
+    ] {
+        let table =
+            compile(serde_json::json!({"type": "RequestRedirect", "requestRedirect": {"hostname": good}}));
         assert!(table.is_ok(), "{good}: {:?}", table.err());
     }
 }

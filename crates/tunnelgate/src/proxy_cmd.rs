@@ -163,17 +163,30 @@ fn tunnel_config(
     parse_tunnel_settings(args)?;
     let token = tunnelgate_tunnel::TunnelToken::parse(token).context("TUNNEL_TOKEN")?;
     let mut cfg = tunnelgate_tunnel::TunnelConfig::new(token);
-    if let Some(p) = args.proxy_tunnel_protocol.as_deref().filter(|p| !p.trim().is_empty()) {
-        cfg.protocol = p.parse().map_err(|e: String| anyhow::anyhow!("PROXY_TUNNEL_PROTOCOL: {e}"))?;
+    if let Some(p) = args
+        .proxy_tunnel_protocol
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+    {
+        cfg.protocol = p
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("PROXY_TUNNEL_PROTOCOL: {e}"))?;
     }
-    cfg.ha_connections =
-        u8::try_from(parse_int("PROXY_TUNNEL_HA_CONNECTIONS", args.proxy_tunnel_ha_connections.as_deref(), 4)?)
-            .context("PROXY_TUNNEL_HA_CONNECTIONS")?;
+    cfg.ha_connections = u8::try_from(parse_int(
+        "PROXY_TUNNEL_HA_CONNECTIONS",
+        args.proxy_tunnel_ha_connections.as_deref(),
+        4,
+    )?)
+    .context("PROXY_TUNNEL_HA_CONNECTIONS")?;
     if let Some(edge) = args.proxy_tunnel_edge.as_deref().filter(|e| !e.trim().is_empty()) {
         let list = tunnelgate_tunnel::edge_addr::parse_edge_list(edge).context("PROXY_TUNNEL_EDGE")?;
         cfg.edge = tunnelgate_tunnel::EdgeSource::List(list);
     }
-    cfg.ca_file = args.proxy_tunnel_ca_file.as_deref().filter(|f| !f.trim().is_empty()).map(PathBuf::from);
+    cfg.ca_file = args
+        .proxy_tunnel_ca_file
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(PathBuf::from);
     cfg.grace_period = grace_period;
     Ok(cfg)
 }
@@ -190,10 +203,15 @@ impl tunnelgate_tunnel::Origin for ProxyOrigin {
         if let Some(upgrade) = req.extensions_mut().remove::<tunnelgate_tunnel::TunnelUpgrade>()
             && let Some(fut) = upgrade.take()
         {
-            req.extensions_mut().insert(tunnelgate_proxy::ClientUpgrade::new(fut));
+            req.extensions_mut()
+                .insert(tunnelgate_proxy::ClientUpgrade::new(fut));
         }
         let service = self.0.clone();
-        let ctx = tunnelgate_proxy::RequestContext { scheme: info.scheme, peer: None, transport: info.transport };
+        let ctx = tunnelgate_proxy::RequestContext {
+            scheme: info.scheme,
+            peer: None,
+            transport: info.transport,
+        };
         Box::pin(async move { service.serve(req, ctx).await })
     }
 }
