@@ -204,10 +204,12 @@ for proto in "${protocols[@]}"; do
   emu_pid=$!
   pids+=("$emu_pid")
   wait_for 20 grep -q '"started"' "$emu_log" || die "emulator did not start"
-  nsx curl -sf -X POST --data '{"trigger":"register","connIndex":1,"action":{"retryable":"interop retry","retryAfterMs":0},"times":2}' \
-    "http://127.0.0.1:$admin_port/faults"; echo
-  nsx curl -sf -X POST --data '{"trigger":"register","connIndex":2,"action":{"error":"EDUPCONN"},"times":1}' \
-    "http://127.0.0.1:$admin_port/faults"; echo
+  for rule in '{"trigger":"register","connIndex":1,"action":{"retryable":"interop retry","retryAfterMs":0},"times":2}' \
+              '{"trigger":"register","connIndex":2,"action":{"error":"EDUPCONN"},"times":1}'; do
+    wait_for 5 nsx curl -sf -X POST --data "$rule" "http://127.0.0.1:$admin_port/faults" \
+      || die "could not install fault $rule"
+  done
+  nsx curl -s "http://127.0.0.1:$admin_port/state" | python3 -c 'import json,sys; print("faults installed:", len(json.load(sys.stdin)["faults"]))'
   ip netns exec "$ns" "$CLOUDFLARED" tunnel --no-autoupdate "${edges[@]}" --cacert "$out/ca.pem" \
     --metrics "127.0.0.1:$metrics_port" --grace-period 1s --protocol "$proto" \
     --loglevel debug --url "http://127.0.0.1:$origin_port" run --token "$(cat "$out/token")" \
@@ -222,7 +224,7 @@ for proto in "${protocols[@]}"; do
   done
   [ "$ready" = 4 ]; check "$proto: 4 connections ready despite faults (got $ready)" $?
   nsx curl -s "http://127.0.0.1:$admin_port/state" >"$out/state-faults-$proto.json"
-  python3 - "$out/state-faults-$proto.json" "$emu_log" <<'PY'; check "$proto: retry counted in numPreviousAttempts, EDUPCONN rotated the edge address" $?
+  python3 - "$out/state-faults-$proto.json" "$emu_log" <<'PY'; check "$proto: retry counted in numPreviousAttempts; EDUPCONN retried (address printed, not asserted)" $?
 import json, sys
 state = json.load(open(sys.argv[1]))
 events = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
