@@ -54,6 +54,8 @@ if [ -z "${EMULATOR:-}" ]; then
   EMULATOR="${CARGO_TARGET_DIR:-$repo/target}/debug/edge-emu-runner"
 fi
 
+read -ra emu_cmd <<<"$EMULATOR" # allows EMULATOR="tunnelgate edge-emulator"
+
 # --- namespace -------------------------------------------------------------------------------
 pids=()
 cleanup() {
@@ -97,7 +99,7 @@ for proto in "${protocols[@]}"; do
   echo "== protocol $proto"
   emu_log=$out/emulator-$proto.jsonl
   cfd_log=$out/cloudflared-$proto.log
-  ip netns exec "$ns" "$EMULATOR" "${listen[@]}" --http-listen "127.0.0.1:$http_port" \
+  ip netns exec "$ns" "${emu_cmd[@]}" "${listen[@]}" --http-listen "127.0.0.1:$http_port" \
     --admin-listen "127.0.0.1:$admin_port" --ca-out "$out/ca.pem" --token-out "$out/token" \
     >"$emu_log" 2>"$out/emulator-$proto.stderr" &
   emu_pid=$!
@@ -198,7 +200,7 @@ for proto in "${protocols[@]}"; do
   [ "${SKIP_FAULTS:-0}" = 1 ] && break
   echo "== registration faults, protocol $proto"
   emu_log=$out/emulator-faults-$proto.jsonl
-  ip netns exec "$ns" "$EMULATOR" "${listen[@]}" --http-listen "127.0.0.1:$http_port" \
+  ip netns exec "$ns" "${emu_cmd[@]}" "${listen[@]}" --http-listen "127.0.0.1:$http_port" \
     --admin-listen "127.0.0.1:$admin_port" --ca-out "$out/ca.pem" --token-out "$out/token" \
     >"$emu_log" 2>"$out/emulator-faults-$proto.stderr" &
   emu_pid=$!
