@@ -47,17 +47,7 @@ async fn traffic(protocol: ProtocolChoice) {
 
     websocket_echo(http).await;
 
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let c = c.clone();
-        set.spawn(async move { get(&c, http, "/hello").await.status });
-    }
-    let mut ok = 0;
-    while let Some(st) = set.join_next().await {
-        assert_eq!(st.unwrap(), 200);
-        ok += 1;
-    }
-    assert_eq!(ok, 50);
+    assert_concurrent_gets_ok(&c, http, "/hello", 50).await;
     let state = s.emulator.state();
     let total: u64 = state["connections"]
         .as_array()

@@ -119,17 +119,7 @@ async fn through_the_proxy(protocol: ProtocolChoice) {
 
     websocket_echo(http).await;
 
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let c = c.clone();
-        set.spawn(async move { get(&c, http, "/hello").await.status });
-    }
-    let mut ok = 0;
-    while let Some(status) = set.join_next().await {
-        assert_eq!(status.unwrap(), 200);
-        ok += 1;
-    }
-    assert_eq!(ok, 50);
+    assert_concurrent_gets_ok(&c, http, "/hello", 50).await;
 
     tunnel.shutdown().await;
     emulator.stop().await;

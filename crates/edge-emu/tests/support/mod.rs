@@ -305,6 +305,21 @@ pub async fn get(client: &Client, addr: SocketAddr, path: &str) -> Reply {
     send(client, addr, "GET", path, tunnelgate_tunnel::origin::empty_body()).await
 }
 
+/// Sends `n` GETs at once through the eyeball listener; every one must answer 200.
+pub async fn assert_concurrent_gets_ok(client: &Client, addr: SocketAddr, path: &str, n: usize) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (c, path) = (client.clone(), path.to_owned());
+        set.spawn(async move { get(&c, addr, &path).await.status });
+    }
+    let mut ok = 0;
+    while let Some(status) = set.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+        ok += 1;
+    }
+    assert_eq!(ok, n);
+}
+
 pub fn full(b: impl Into<Bytes>) -> OriginBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
 }
