@@ -2,9 +2,9 @@
 # Installs the system packages the test suite needs, only when they are missing.
 set -euo pipefail
 need=()
+# capnp turns on the check that the committed generated tunnel schema code is current.
+# (nginx, haproxy and wrk are only for bench/run.sh, which installs them itself.)
 command -v capnp >/dev/null 2>&1 || need+=(capnproto)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "installing: ${need[*]}"
