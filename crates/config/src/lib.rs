@@ -27,7 +27,7 @@ pub struct Config {
     #[serde(default, deserialize_with = "null_default")]
     pub version: i64,
     /// Ordered rules; the order is the last precedence tie-break.
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "vec_or_null")]
     pub rules: Vec<RouteRule>,
     /// True when a GRPCRoute contributed rules (tunnel transport choice).
     #[serde(default, deserialize_with = "null_default", skip_serializing_if = "is_false")]
@@ -40,24 +40,24 @@ pub struct Config {
 pub struct RouteRule {
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub hostnames: Vec<String>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub matches: Vec<RouteMatch>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub filters: Vec<RouteFilter>,
     /// Always emitted by the controller, possibly empty.
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "vec_or_null")]
     pub backends: Vec<BackendRef>,
     #[serde(
         default,
@@ -78,13 +78,13 @@ pub struct RouteMatch {
     pub path: Option<PathMatch>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub headers: Vec<ValueMatch>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub query_params: Vec<ValueMatch>,
@@ -174,19 +174,19 @@ pub struct RouteFilter {
 pub struct HeaderModifier {
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub set: Vec<Header>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub add: Vec<Header>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub remove: Vec<String>,
@@ -288,7 +288,7 @@ pub struct RequestMirror {
 pub struct Cors {
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub allow_origins: Vec<String>,
@@ -296,19 +296,19 @@ pub struct Cors {
     pub allow_credentials: bool,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub allow_methods: Vec<String>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub allow_headers: Vec<String>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub expose_headers: Vec<String>,
@@ -336,7 +336,7 @@ pub struct BackendRef {
     pub tls: Option<BackendTls>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub filters: Vec<RouteFilter>,
@@ -366,13 +366,13 @@ pub struct BackendTls {
     pub server_name: String,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub subject_alt_names: Vec<String>,
     #[serde(
         default,
-        deserialize_with = "null_default",
+        deserialize_with = "vec_or_null",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub subject_alt_name_uris: Vec<String>,
@@ -420,6 +420,56 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A `null`-or-array field, allocated to its exact length. A derived `Vec` field grows by doubling from 4
+/// elements, so a one-element array of a large struct (one backend, one match) would keep room for four: most
+/// of the decoded size of a big document, and memory the allocator may keep after the document is dropped.
+fn vec_or_null<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Items<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Items<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Vec<T>, D2::Error> {
+            d.deserialize_seq(self)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let Some(first) = seq.next_element()? else {
+                return Ok(Vec::new());
+            };
+            let Some(second) = seq.next_element()? else {
+                return Ok(vec![first]);
+            };
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).saturating_add(2).min(64));
+            items.push(first);
+            items.push(second);
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            items.shrink_to_fit();
+            Ok(items)
+        }
+    }
+
+    d.deserialize_option(Items(std::marker::PhantomData))
 }
 
 fn is_false(b: &bool) -> bool {
