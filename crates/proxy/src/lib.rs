@@ -18,6 +18,7 @@ mod access_log;
 mod body;
 mod config_api;
 mod forward;
+mod framing;
 mod metrics;
 mod mirror;
 mod observe;

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::config_api::ConfigApi;
 use crate::forward::is_upgrade;
+use crate::framing::FramingGuard;
 use crate::service::{RequestContext, RequestService};
 use crate::settings::ProxySettings;
 use crate::state::ProxyState;
@@ -225,7 +226,9 @@ async fn serve_data(
                         seen.store(true, Ordering::Relaxed);
                         serve_listener_request(service.clone(), peer, req)
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    // The framing guard refuses requests with both Content-Length and Transfer-Encoding.
+                    let io = TokioIo::new(FramingGuard::new(stream));
+                    let conn = builder.serve_connection_with_upgrades(io, svc);
                     let conn = graceful.watch(conn.into_owned());
                     tokio::spawn(async move {
                         let _permit = permit;
