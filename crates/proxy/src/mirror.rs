@@ -107,7 +107,7 @@ async fn deliver(copy: &MirrorCopy, body: Bytes) -> MirrorResult {
         let Some(req) = build_request(copy, body.clone()) else {
             return MirrorResult::Failed;
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, copy.client.client.request(req)).await {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, copy.client.request(req)).await {
             Ok(Ok(resp)) => {
                 // Any HTTP response counts as delivered; drain it so the connection can be reused.
                 let _ = tokio::time::timeout(ATTEMPT_TIMEOUT, resp.into_body().collect()).await;

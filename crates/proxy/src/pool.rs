@@ -1,9 +1,14 @@
-//! Backend transports and their connection pools (routing.md §11): one hyper-util client per upstream key,
-//! HTTP/1.1 keep-alive with up to 1,024 idle connections, h2c with prior knowledge, and TLS (ALPN `http/1.1`
-//! or `h2`) via rustls.
+//! Backend transports and their connection pools (routing.md §11): per upstream, our own HTTP/1.1 pool
+//! ([`http1`]: up to 1,024 idle keep-alive connections, driven by the task that uses them), or hyper-util's
+//! client for HTTP/2 (h2c with prior knowledge, or TLS with ALPN `h2`: one multiplexed connection); TLS via
+//! rustls.
 //!
-//! Each client dials exactly its upstream's host and port whatever the request URI says, so the URI authority
+//! Each transport dials exactly its upstream's host and port whatever the request URI says, so the URI authority
 //! can carry the forwarded Host for HTTP/2 backends.
+
+mod http1;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::io;
@@ -12,7 +17,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,9 +29,11 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tunnelgate_route::{Upstream, UpstreamProtocol, UpstreamScheme};
 
-use crate::body::ProxyBody;
+use crate::body::{self, ProxyBody};
 use crate::metrics::BackendErrorReason;
 use crate::tls;
+
+pub use self::http1::Http1Pool;
 
 /// Fixed backend connect timeout (routing.md §8).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,11 +42,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per pool; the Go project keeps 2, which caps throughput.
 const MAX_IDLE_PER_HOST: usize = 1024;
 
-/// The pooled client of one upstream.
+/// The pooled transport of one upstream.
 pub struct UpstreamClient {
     pub upstream: Arc<Upstream>,
-    pub client: Client<Connector, ProxyBody>,
     pub connector: Connector,
+    transport: Transport,
+    /// `Host` for HTTP/1.1 requests that arrive without one (an HTTP/1.0 client): the upstream's host, with the
+    /// port only when it is not the scheme's default.
+    default_host: Option<HeaderValue>,
+}
+
+enum Transport {
+    Http1(Arc<Http1Pool>),
+    Http2(Box<Client<Connector, ProxyBody>>),
 }
 
 /// Dials one upstream: TCP, then TLS when the upstream is https.
@@ -67,6 +83,19 @@ pub enum ConnectError {
     TlsSetup(Arc<str>),
 }
 
+/// A failed backend exchange (before a response head arrived).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Connect(ConnectError),
+    #[error("backend exchange: {0}")]
+    Http(hyper::Error),
+    #[error("backend connection closed before a response")]
+    Closed,
+    #[error("backend exchange: {0}")]
+    Http2(hyper_util::client::legacy::Error),
+}
+
 /// A connection to a backend.
 pub enum BackendStream {
     Plain(TcpStream),
@@ -75,26 +104,81 @@ pub enum BackendStream {
 
 impl UpstreamClient {
     pub fn new(upstream: Arc<Upstream>) -> Self {
+        Self::with_idle_timeout(upstream, IDLE_TIMEOUT)
+    }
+
+    fn with_idle_timeout(upstream: Arc<Upstream>, idle_timeout: Duration) -> Self {
         let h2 = upstream.protocol == UpstreamProtocol::H2c;
         let connector = Connector::new(&upstream, h2);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if h2 {
+        let transport = if h2 {
+            let mut builder = Client::builder(TokioExecutor::new());
             builder
+                .pool_idle_timeout(idle_timeout)
+                .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
                 .http2_only(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .http2_keep_alive_timeout(Duration::from_secs(15))
                 .http2_keep_alive_while_idle(true);
-        }
-        let client = builder.build(connector.clone());
+            Transport::Http2(Box::new(builder.build(connector.clone())))
+        } else {
+            Transport::Http1(Http1Pool::new(connector.clone(), idle_timeout, MAX_IDLE_PER_HOST))
+        };
+        let default_port = match upstream.scheme {
+            UpstreamScheme::Http => 80,
+            UpstreamScheme::Https => 443,
+        };
+        let default_host = if upstream.port == default_port {
+            HeaderValue::from_str(upstream.authority.host()).ok()
+        } else {
+            HeaderValue::from_str(upstream.authority.as_str()).ok()
+        };
         Self {
             upstream,
-            client,
             connector,
+            transport,
+            default_host,
+        }
+    }
+
+    /// Sends a request prepared for this upstream. HTTP/1.1 requests are put into origin form (authority form for
+    /// CONNECT) and get a `Host` when they have none; HTTP/2 requests keep their absolute URI.
+    pub async fn request(&self, mut req: Request<ProxyBody>) -> Result<Response<ProxyBody>, SendError> {
+        match &self.transport {
+            Transport::Http1(pool) => {
+                if req.uri().authority().is_some() {
+                    let uri = if req.method() == Method::CONNECT {
+                        Uri::from(self.upstream.authority.clone())
+                    } else {
+                        match req.uri().path_and_query() {
+                            Some(pq) => Uri::from(pq.clone()),
+                            None => Uri::from_static("/"),
+                        }
+                    };
+                    *req.uri_mut() = uri;
+                }
+                if !req.headers().contains_key(header::HOST)
+                    && let Some(host) = &self.default_host
+                {
+                    req.headers_mut().insert(header::HOST, host.clone());
+                }
+                let resp = pool.send(req).await?;
+                Ok(resp.map(body::boxed))
+            }
+            Transport::Http2(client) => match client.request(req).await {
+                Ok(resp) => Ok(resp.map(body::boxed)),
+                Err(e) => Err(SendError::Http2(e)),
+            },
+        }
+    }
+
+    /// Idle HTTP/1.1 connections in the pool (0 for HTTP/2 upstreams).
+    #[cfg(test)]
+    fn idle_connections(&self) -> usize {
+        match &self.transport {
+            Transport::Http1(pool) => pool.idle_len(),
+            Transport::Http2(_) => 0,
         }
     }
 }
@@ -168,8 +252,19 @@ impl ConnectError {
     }
 }
 
-/// Classifies a client error by walking its source chain.
-pub fn classify(err: &(dyn std::error::Error + 'static)) -> BackendErrorReason {
+impl SendError {
+    pub fn reason(&self) -> BackendErrorReason {
+        match self {
+            Self::Connect(e) => e.reason(),
+            Self::Http(e) if e.is_canceled() => BackendErrorReason::Canceled,
+            Self::Http(_) | Self::Closed => BackendErrorReason::Other,
+            Self::Http2(e) => classify(e),
+        }
+    }
+}
+
+/// Classifies an HTTP/2 client error by walking its source chain.
+fn classify(err: &(dyn std::error::Error + 'static)) -> BackendErrorReason {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(c) = e.downcast_ref::<ConnectError>() {

@@ -23,7 +23,7 @@ use crate::forward::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
 use crate::metrics::{BackendErrorReason, HostMetrics};
 use crate::mirror::{MirrorBody, MirrorCopy, Mirrors};
 use crate::observe::{Finish, ObservedRequest, ObservedResponse, RequestGuard, Tee};
-use crate::pool::{UpstreamClient, classify};
+use crate::pool::UpstreamClient;
 use crate::settings::{AccessLogSettings, ProxySettings};
 use crate::state::{Active, ProxyState};
 use crate::upgrade::{self, ClientUpgrade};
@@ -432,7 +432,7 @@ async fn send(
     timeout: Option<Duration>,
     body_end: Option<oneshot::Receiver<()>>,
 ) -> Result<Response<ProxyBody>, Outcome> {
-    let fut = client.client.request(req);
+    let fut = client.request(req);
     let result = match timeout {
         None => fut.await,
         Some(limit) => {
@@ -460,11 +460,10 @@ async fn send(
         }
     };
     match result {
-        Ok(resp) => Ok(resp.map(body::boxed)),
+        Ok(resp) => Ok(resp),
         Err(e) => {
-            let reason = classify(&e);
             tracing::debug!(error = %e, upstream = %client.upstream.authority, "backend request failed");
-            Err(Outcome::BadGateway(reason))
+            Err(Outcome::BadGateway(e.reason()))
         }
     }
 }
@@ -537,21 +536,28 @@ fn build_backend_request(
             let path = rewritten_path.unwrap_or(parts.uri.path());
             join_path_and_query(upstream, path, parts.uri.query())?
         };
-    // HTTP/2 carries the Host in `:authority`; the connector dials the upstream whatever the URI says.
-    let authority = match (h2, forwarded_host) {
-        (true, Some(h)) => Authority::try_from(h.as_bytes()).unwrap_or_else(|_| upstream.authority.clone()),
-        _ => upstream.authority.clone(),
+    // HTTP/1.1 requests go out in origin form; HTTP/2 carries the Host in `:authority`. The transport dials the
+    // upstream whatever the URI says.
+    let uri = if !h2 && parts.method != Method::CONNECT {
+        Uri::from(path_and_query)
+    } else {
+        let authority = match (h2, forwarded_host) {
+            (true, Some(h)) => {
+                Authority::try_from(h.as_bytes()).unwrap_or_else(|_| upstream.authority.clone())
+            }
+            _ => upstream.authority.clone(),
+        };
+        let scheme = match upstream.scheme {
+            UpstreamScheme::Http => Scheme::HTTP,
+            UpstreamScheme::Https => Scheme::HTTPS,
+        };
+        Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .ok()?
     };
-    let scheme = match upstream.scheme {
-        UpstreamScheme::Http => Scheme::HTTP,
-        UpstreamScheme::Https => Scheme::HTTPS,
-    };
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .ok()?;
 
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers, upgrading);
