@@ -1,8 +1,8 @@
 //! Validation and compilation of a config document (config-api.md §5) into checked domain types.
 //!
 //! The walk follows the schema's field order, so errors come out in document order, each with its JSON path.
-//! The path is kept as one string that grows and shrinks with the walk, so a valid document builds no path
-//! strings at all.
+//! The path is kept as a stack of segments that grows and shrinks with the walk and is written out only for an
+//! error, so a valid document formats no path at all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,21 +30,26 @@ pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Longest accepted rule hostname (a DNS name is at most 253 bytes; `*.` adds 2).
 const MAX_HOSTNAME_LEN: usize = 255;
 
-struct Compiler {
+struct Compiler<'c> {
     errors: Vec<FieldError>,
     /// JSON path of the value being compiled.
-    path: String,
-    upstreams: FxHashMap<Arc<Upstream>, bool>,
+    path: Vec<Seg>,
+    /// Index into `upstream_order` of each distinct upstream.
+    upstreams: FxHashMap<Arc<Upstream>, usize>,
     /// Upstreams in first-seen order, with whether anything may dial them.
-    upstream_order: Vec<Arc<Upstream>>,
+    upstream_order: Vec<(Arc<Upstream>, bool)>,
+    /// Backend URLs without TLS settings already parsed, by (url, protocol): a big document names the same
+    /// service from many rules, and parsing a URL costs more than the rest of a backend.
+    parsed: FxHashMap<(&'c str, UpstreamProtocol), usize>,
 }
 
 pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> {
     let mut cx = Compiler {
         errors: Vec::new(),
-        path: String::with_capacity(64),
+        path: Vec::with_capacity(16),
         upstreams: FxHashMap::default(),
         upstream_order: Vec::new(),
+        parsed: FxHashMap::default(),
     };
     if cfg.version < 0 {
         cx.error_at(Seg::Field("version"), "version must be >= 0");
@@ -61,37 +66,39 @@ pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> 
     }
     let upstreams = cx
         .upstream_order
-        .iter()
-        .filter(|u| cx.upstreams.get(*u).copied().unwrap_or(false))
-        .cloned()
+        .into_iter()
+        .filter_map(|(upstream, dialable)| dialable.then_some(upstream))
         .collect();
     Ok(RouteTable::assemble(cfg.version, rules, &hosts, upstreams))
 }
 
-impl Compiler {
+impl<'c> Compiler<'c> {
     /// Records an error at the current path.
     fn error(&mut self, message: impl Into<String>) {
+        let mut path = String::with_capacity(64);
+        for segment in &self.path {
+            segment.push_to(&mut path);
+        }
         self.errors.push(FieldError {
-            path: self.path.clone(),
+            path,
             message: message.into(),
         });
     }
 
     /// Records an error at the current path extended by `segment`.
-    fn error_at(&mut self, segment: Seg<'_>, message: impl Into<String>) {
+    fn error_at(&mut self, segment: Seg, message: impl Into<String>) {
         self.within(segment, |cx| cx.error(message));
     }
 
     /// Runs `f` with the path extended by `segment`.
-    fn within<R>(&mut self, segment: Seg<'_>, f: impl FnOnce(&mut Self) -> R) -> R {
-        let mark = self.path.len();
-        segment.push_to(&mut self.path);
+    fn within<R>(&mut self, segment: Seg, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.path.push(segment);
         let out = f(self);
-        self.path.truncate(mark);
+        self.path.pop();
         out
     }
 
-    fn rule(&mut self, rule: &config::RouteRule) -> (Rule, Vec<HostPattern>) {
+    fn rule(&mut self, rule: &'c config::RouteRule) -> (Rule, Vec<HostPattern>) {
         let mut patterns = Vec::with_capacity(rule.hostnames.len());
         for (j, raw) in rule.hostnames.iter().enumerate() {
             match HostPattern::parse(raw).filter(|_| raw.len() <= MAX_HOSTNAME_LEN) {
@@ -254,7 +261,7 @@ impl Compiler {
     }
 
     fn filter(&mut self, filter: &config::RouteFilter) -> Option<Filter> {
-        fn missing<T>(cx: &mut Compiler, field: &str) -> Option<T> {
+        fn missing<T>(cx: &mut Compiler<'_>, field: &'static str) -> Option<T> {
             cx.error_at(Seg::Field(field), format!("missing {field} payload"));
             None
         }
@@ -607,13 +614,30 @@ impl Compiler {
         }
     }
 
-    fn backend(&mut self, b: &config::BackendRef) -> Backend {
-        let tls = b.tls.as_ref().map(|tls| Arc::new(tls.clone()));
-        let parsed = Upstream::parse(&b.url, parse_protocol(&b.protocol), tls);
+    fn backend(&mut self, b: &'c config::BackendRef) -> Backend {
+        let protocol = parse_protocol(&b.protocol);
+        let cached = b
+            .tls
+            .is_none()
+            .then(|| self.parsed.get(&(b.url.as_str(), protocol)).copied())
+            .flatten();
+        let parsed = match cached {
+            Some(index) => Some(index),
+            None => {
+                let tls = b.tls.as_ref().map(|tls| Arc::new(tls.clone()));
+                let index = Upstream::parse(&b.url, protocol, tls).map(|u| self.intern_index(u));
+                if let Some(index) = index
+                    && b.tls.is_none()
+                {
+                    self.parsed.insert((b.url.as_str(), protocol), index);
+                }
+                index
+            }
+        };
         // With an unavailableStatus the backend is never dialled, and the Go controller may leave a sentinel
         // in `url`: only non-empty is required then.
         let upstream = match (parsed, b.unavailable_status) {
-            (Some(upstream), 0) => self.intern(upstream, true),
+            (Some(index), 0) => self.upstream_at(index, true),
             (None, 0) => {
                 self.error_at(Seg::Field("url"), "invalid backend url");
                 Arc::new(Upstream::unreachable())
@@ -622,7 +646,7 @@ impl Compiler {
                 self.error_at(Seg::Field("url"), "invalid backend url");
                 Arc::new(Upstream::unreachable())
             }
-            (Some(upstream), _) => self.intern(upstream, false),
+            (Some(index), _) => self.upstream_at(index, false),
             (None, _) => Arc::new(Upstream::unreachable()),
         };
         let weight = match u32::try_from(b.weight) {
@@ -674,32 +698,46 @@ impl Compiler {
 
     /// One shared `Arc` per distinct upstream; `dialable` marks targets a pool may be opened for.
     fn intern(&mut self, upstream: Upstream, dialable: bool) -> Arc<Upstream> {
-        if let Some((shared, flag)) = self.upstreams.get_key_value(&upstream) {
-            let shared = Arc::clone(shared);
-            if dialable && !*flag {
-                self.upstreams.insert(Arc::clone(&shared), true);
-            }
-            return shared;
+        let index = self.intern_index(upstream);
+        self.upstream_at(index, dialable)
+    }
+
+    /// The index in `upstream_order` of `upstream`, added when new (not dialable until `upstream_at` says so).
+    fn intern_index(&mut self, upstream: Upstream) -> usize {
+        if let Some(&index) = self.upstreams.get(&upstream) {
+            return index;
         }
         let shared = Arc::new(upstream);
-        self.upstreams.insert(Arc::clone(&shared), dialable);
-        self.upstream_order.push(Arc::clone(&shared));
-        shared
+        let index = self.upstream_order.len();
+        self.upstreams.insert(Arc::clone(&shared), index);
+        self.upstream_order.push((shared, false));
+        index
+    }
+
+    /// The shared upstream at `index`, marked dialable when `dialable`.
+    fn upstream_at(&mut self, index: usize, dialable: bool) -> Arc<Upstream> {
+        match self.upstream_order.get_mut(index) {
+            Some((shared, flag)) => {
+                *flag |= dialable;
+                Arc::clone(shared)
+            }
+            None => Arc::new(Upstream::unreachable()),
+        }
     }
 }
 
 /// One step of a JSON path. Written by hand rather than with `format!`: the walk pushes several per rule.
 #[derive(Debug, Clone, Copy)]
-enum Seg<'s> {
+enum Seg {
     /// `.name` (or `name` at the root); `name` may itself be dotted (`path.value`).
-    Field(&'s str),
+    Field(&'static str),
     /// `.name[i]`.
-    Item(&'s str, usize),
+    Item(&'static str, usize),
     /// `[i]`.
     Index(usize),
 }
 
-impl Seg<'_> {
+impl Seg {
     fn push_to(self, path: &mut String) {
         match self {
             Seg::Field(name) => {

@@ -78,10 +78,12 @@ impl HostPattern {
         {
             return None;
         }
-        let folded = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
+        let mut folded = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
         match folded.strip_prefix("*.") {
             Some(base) if !base.is_empty() && !base.contains('*') && !base.starts_with('.') => {
-                Some(HostPattern::Wildcard(format!(".{base}")))
+                // `*.example.com` becomes `.example.com` in place.
+                folded.remove(0);
+                Some(HostPattern::Wildcard(folded))
             }
             Some(_) => None,
             None if folded.is_empty() || folded.contains('*') => None,
@@ -91,9 +93,33 @@ impl HostPattern {
 
     /// The metrics label: the exact name or `*.suffix`.
     pub(crate) fn label(&self) -> String {
+        let mut label = String::with_capacity(self.label_len());
+        self.write_label(&mut label);
+        label
+    }
+
+    pub(crate) fn write_label(&self, out: &mut String) {
         match self {
-            HostPattern::Exact(name) => name.clone(),
-            HostPattern::Wildcard(suffix) => format!("*{suffix}"),
+            HostPattern::Exact(name) => out.push_str(name),
+            HostPattern::Wildcard(suffix) => {
+                out.push('*');
+                out.push_str(suffix);
+            }
+        }
+    }
+
+    pub(crate) fn label_len(&self) -> usize {
+        match self {
+            HostPattern::Exact(name) => name.len(),
+            HostPattern::Wildcard(suffix) => suffix.len() + 1,
+        }
+    }
+
+    /// Orders patterns for grouping: exact names first, then wildcard suffixes, each by bytes.
+    pub(crate) fn sort_key(&self) -> (bool, &str) {
+        match self {
+            HostPattern::Exact(name) => (false, name),
+            HostPattern::Wildcard(suffix) => (true, suffix),
         }
     }
 }

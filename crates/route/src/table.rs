@@ -19,12 +19,17 @@ pub struct RouteTable {
     version: i64,
     rules: Vec<Rule>,
     upstreams: Vec<Arc<Upstream>>,
-    exact: FxHashMap<IndexKey, Bucket>,
+    /// Every hostname bucket; the maps below hold indexes into it, which keeps their slots small (a map sized
+    /// for 10,000 hostnames has room for 16,384).
+    buckets: Vec<Bucket>,
+    exact: FxHashMap<IndexKey, u32>,
     /// Keyed by suffix (`.example.com` for `*.example.com`).
-    wildcard: FxHashMap<IndexKey, Bucket>,
+    wildcard: FxHashMap<IndexKey, u32>,
     /// Length of the longest wildcard suffix: longer host suffixes need no hash probe.
     wildcard_max_len: usize,
-    default: Option<Bucket>,
+    default: Option<u32>,
+    /// The buckets' metrics labels, end to end in one allocation.
+    labels: String,
 }
 
 /// The routing-relevant head of a request.
@@ -73,10 +78,11 @@ pub struct Rule {
 /// reads one contiguous run), each group in precedence order; `rank` orders arms across groups.
 #[derive(Debug)]
 struct Bucket {
-    label: Box<str>,
-    arms: Vec<BucketArm>,
+    /// Byte range of the label in `RouteTable::labels`.
+    label: (u32, u32),
+    arms: Box<[BucketArm]>,
     /// Exact path values and normalised prefixes → their runs of `arms`.
-    paths: FxHashMap<IndexKey, PathEntry>,
+    paths: PathIndex,
     /// The run of RegularExpression arms, in precedence order.
     regex: (u32, u32),
     /// Byte lengths of the exact values and of the normalised prefixes: most candidate strings of a path skip
@@ -96,6 +102,17 @@ struct BucketArm {
     method: Option<Method>,
     more: bool,
 }
+
+/// The path index of a bucket. Most buckets (one rule with one to three arms) have a handful of paths: a short
+/// array compared length first costs less to build, to keep and to probe than a hash map.
+#[derive(Debug)]
+enum PathIndex {
+    Few(Box<[(IndexKey, PathEntry)]>),
+    Many(FxHashMap<IndexKey, PathEntry>),
+}
+
+/// Up to this many paths a bucket keeps them in an array.
+const FEW_PATHS: usize = 8;
 
 #[derive(Debug, Clone, Default)]
 struct PathEntry {
@@ -156,7 +173,7 @@ impl RouteTable {
                 long_host.as_bytes()
             }
         };
-        if let Some(bucket) = self.exact.get(host)
+        if let Some(&bucket) = self.exact.get(host)
             && let Some(hit) = self.find_in(bucket, req)
         {
             return Some(hit);
@@ -166,24 +183,26 @@ impl RouteTable {
                 if suffix.len() > self.wildcard_max_len {
                     continue;
                 }
-                if let Some(bucket) = self.wildcard.get(suffix)
+                if let Some(&bucket) = self.wildcard.get(suffix)
                     && let Some(hit) = self.find_in(bucket, req)
                 {
                     return Some(hit);
                 }
             }
         }
-        self.default.as_ref().and_then(|bucket| self.find_in(bucket, req))
+        self.default.and_then(|bucket| self.find_in(bucket, req))
     }
 
-    fn find_in<'t>(&'t self, bucket: &'t Bucket, req: &RequestHead<'_>) -> Option<RouteHit<'t>> {
+    fn find_in<'t>(&'t self, bucket: u32, req: &RequestHead<'_>) -> Option<RouteHit<'t>> {
+        let bucket = self.buckets.get(bucket as usize)?;
         let (entry, prefix) = bucket.find(&self.rules, req)?;
         let rule_index = entry.rule as usize;
+        let (start, end) = bucket.label;
         Some(RouteHit {
             rule: self.rules.get(rule_index)?,
             rule_index,
             arm_index: entry.arm as usize,
-            hostname: &bucket.label,
+            hostname: self.labels.get(start as usize..end as usize)?,
             prefix,
         })
     }
@@ -195,39 +214,62 @@ impl RouteTable {
         hosts: &[Vec<HostPattern>],
         upstreams: Vec<Arc<Upstream>>,
     ) -> RouteTable {
-        let mut members: FxHashMap<&HostPattern, Vec<usize>> = FxHashMap::default();
-        let mut default_members = Vec::new();
-        for (rule_index, patterns) in hosts.iter().enumerate() {
-            if patterns.is_empty() {
-                default_members.push(rule_index);
-            }
-            for pattern in patterns {
-                let list = members.entry(pattern).or_default();
-                // A rule naming one host twice (e.g. in two cases) contributes its arms once.
-                if list.last() != Some(&rule_index) {
-                    list.push(rule_index);
-                }
-            }
-        }
+        // (pattern, rule) pairs grouped by pattern; the stable sort keeps each group in rule order.
+        let mut members: Vec<(&HostPattern, u32)> = hosts
+            .iter()
+            .enumerate()
+            .flat_map(|(r, patterns)| patterns.iter().map(move |p| (p, r as u32)))
+            .collect();
+        members.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
+        // A rule naming one host twice (e.g. in two cases) contributes its arms once.
+        members.dedup();
+        let defaults: Vec<u32> = hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(r, patterns)| patterns.is_empty().then_some(r as u32))
+            .collect();
+
+        let groups = members.chunk_by(|a, b| a.0 == b.0);
+        let (exact_count, wildcard_count) =
+            groups.clone().fold((0, 0), |(e, w), group| match group.first() {
+                Some((HostPattern::Exact(_), _)) => (e + 1, w),
+                _ => (e, w + 1),
+            });
         let mut table = RouteTable {
             version,
             upstreams,
+            buckets: Vec::with_capacity(exact_count + wildcard_count + 1),
+            exact: FxHashMap::with_capacity_and_hasher(exact_count, Default::default()),
+            wildcard: FxHashMap::with_capacity_and_hasher(wildcard_count, Default::default()),
+            labels: String::with_capacity(members.iter().map(|(p, _)| p.label_len()).sum()),
             ..RouteTable::default()
         };
-        for (pattern, rule_indexes) in members {
-            let bucket = Bucket::new(pattern.label(), &rules, &rule_indexes);
+        let mut rule_indexes = Vec::new();
+        for group in groups {
+            let Some(&(pattern, _)) = group.first() else {
+                continue;
+            };
+            rule_indexes.clear();
+            rule_indexes.extend(group.iter().map(|&(_, r)| r));
+            let start = table.labels.len();
+            pattern.write_label(&mut table.labels);
+            let label = (start as u32, table.labels.len() as u32);
+            let index = table.buckets.len() as u32;
+            table.buckets.push(Bucket::new(label, &rules, &rule_indexes));
             match pattern {
                 HostPattern::Exact(name) => {
-                    table.exact.insert(IndexKey::new(name.as_bytes()), bucket);
+                    table.exact.insert(IndexKey::new(name.as_bytes()), index);
                 }
                 HostPattern::Wildcard(suffix) => {
                     table.wildcard_max_len = table.wildcard_max_len.max(suffix.len());
-                    table.wildcard.insert(IndexKey::new(suffix.as_bytes()), bucket);
+                    table.wildcard.insert(IndexKey::new(suffix.as_bytes()), index);
                 }
             }
         }
-        if !default_members.is_empty() {
-            table.default = Some(Bucket::new(String::new(), &rules, &default_members));
+        if !defaults.is_empty() {
+            let end = table.labels.len() as u32;
+            table.default = Some(table.buckets.len() as u32);
+            table.buckets.push(Bucket::new((end, end), &rules, &defaults));
         }
         table.rules = rules;
         table
@@ -255,22 +297,22 @@ impl Rule {
 }
 
 impl Bucket {
-    fn new(label: String, rules: &[Rule], rule_indexes: &[usize]) -> Bucket {
+    fn new(label: (u32, u32), rules: &[Rule], rule_indexes: &[u32]) -> Bucket {
         let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
-            .filter_map(|&r| rules.get(r).map(|rule| (r, rule)))
+            .filter_map(|&r| rules.get(r as usize).map(|rule| (r, rule)))
             .flat_map(|(r, rule)| {
                 rule.arms
                     .iter()
                     .enumerate()
-                    .map(move |(a, arm)| (arm.precedence(r, a), r as u32, a as u32))
+                    .map(move |(a, arm)| (arm.precedence(r as usize, a), r, a as u32))
             })
             .collect();
         // Best first: greater precedence wins. Keys are unique (rule and arm order are part of them).
         keyed.sort_unstable_by_key(|&(key, _, _)| std::cmp::Reverse(key));
 
-        // Per path string: (exact arms, prefix arms, prefix precedence length), each in rank order.
-        let mut groups: FxHashMap<&str, (Vec<BucketArm>, Vec<BucketArm>, usize)> = FxHashMap::default();
+        // Exact and PathPrefix arms as (path string, is prefix, prefix precedence length, arm), in rank order.
+        let mut by_path: Vec<(&str, bool, usize, BucketArm)> = Vec::with_capacity(keyed.len());
         let mut regex = Vec::new();
         let mut exact_lens = LengthSet::default();
         let mut prefix_lens = LengthSet::default();
@@ -286,37 +328,45 @@ impl Bucket {
             match &arm.path {
                 PathCondition::Exact(value) => {
                     exact_lens.insert(value.len());
-                    groups.entry(value).or_default().0.push(entry);
+                    by_path.push((value, false, 0, entry));
                 }
                 PathCondition::RegularExpression(_) => regex.push(entry),
                 PathCondition::Prefix { prefix, .. } => {
                     prefix_lens.insert(prefix.len());
-                    let group = groups.entry(prefix).or_default();
-                    group.1.push(entry);
-                    group.2 = key.path_len;
+                    by_path.push((prefix, true, key.path_len, entry));
                 }
             }
         }
-        let total = groups.values().map(|g| g.0.len() + g.1.len()).sum::<usize>() + regex.len();
-        let mut arms = Vec::with_capacity(total);
-        let run = |arms: &mut Vec<BucketArm>, group: Vec<BucketArm>| {
-            let start = arms.len() as u32;
-            arms.extend(group);
-            (start, arms.len() as u32)
-        };
-        let regex = run(&mut arms, regex);
-        let mut paths = FxHashMap::with_capacity_and_hasher(groups.len(), Default::default());
-        for (path, (exact, prefix, prefix_len)) in groups {
-            let entry = PathEntry {
-                exact: run(&mut arms, exact),
-                prefix: run(&mut arms, prefix),
-                prefix_len,
+        // Group by path string, Exact arms before PathPrefix arms; the sort is stable, so each run stays in
+        // rank order.
+        by_path.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        let mut arms = Vec::with_capacity(regex.len() + by_path.len());
+        arms.extend(regex);
+        let regex = (0, arms.len() as u32);
+        let mut paths = Vec::new();
+        for group in by_path.chunk_by(|x, y| x.0 == y.0) {
+            let Some(&(path, ..)) = group.first() else {
+                continue;
             };
-            paths.insert(IndexKey::new(path.as_bytes()), entry);
+            let exact_end = group.partition_point(|g| !g.1);
+            let start = arms.len() as u32;
+            arms.extend(group.iter().map(|g| g.3.clone()));
+            let middle = start + exact_end as u32;
+            let entry = PathEntry {
+                exact: (start, middle),
+                prefix: (middle, arms.len() as u32),
+                prefix_len: group.last().filter(|g| g.1).map_or(0, |g| g.2),
+            };
+            paths.push((IndexKey::new(path.as_bytes()), entry));
         }
+        let paths = if paths.len() <= FEW_PATHS {
+            PathIndex::Few(paths.into_boxed_slice())
+        } else {
+            PathIndex::Many(paths.into_iter().collect())
+        };
         Bucket {
-            label: label.into_boxed_str(),
-            arms,
+            label,
+            arms: arms.into_boxed_slice(),
             paths,
             regex,
             exact_lens,
@@ -347,7 +397,7 @@ impl Bucket {
     fn find<'b>(&'b self, rules: &[Rule], req: &RequestHead<'_>) -> Option<(&'b BucketArm, Option<&'b str>)> {
         let len = req.path.len();
         let whole = if self.exact_lens.contains(len) || self.prefix_lens.contains(len) {
-            self.paths.get_key_value(req.path.as_bytes())
+            self.paths.get(req.path.as_bytes())
         } else {
             None
         };
@@ -403,7 +453,7 @@ impl Bucket {
             end -= 1;
             if path.get(end) == Some(&b'/') && self.prefix_lens.contains(end) {
                 let candidate = path.get(..end).unwrap_or_default();
-                if !probe(self.paths.get_key_value(candidate)) {
+                if !probe(self.paths.get(candidate)) {
                     break;
                 }
             }
@@ -468,6 +518,18 @@ impl Eq for IndexKey {}
 impl std::borrow::Borrow<[u8]> for IndexKey {
     fn borrow(&self) -> &[u8] {
         self.as_bytes()
+    }
+}
+
+impl PathIndex {
+    fn get(&self, path: &[u8]) -> Option<(&IndexKey, &PathEntry)> {
+        match self {
+            PathIndex::Few(entries) => entries
+                .iter()
+                .find(|(key, _)| key.as_bytes() == path)
+                .map(|(key, entry)| (key, entry)),
+            PathIndex::Many(map) => map.get_key_value(path),
+        }
     }
 }
 
