@@ -30,6 +30,12 @@ pub struct ConfigApi {
 
 type ApiResponse = Response<Full<Bytes>>;
 
+/// Why a `PUT /config` body was not installed.
+enum Rejection {
+    Decode(tunnelgate_config::DecodeError),
+    Apply(ApplyError),
+}
+
 impl ConfigApi {
     pub fn new(
         state: ProxyState,
@@ -141,28 +147,48 @@ impl ConfigApi {
                 );
             }
         };
-        let config = match Config::from_json_slice(&body) {
-            Ok(c) => c,
-            Err(e) => {
-                metrics.config_apply(ApplyResult::Invalid);
-                return error_with_path(&e.message, e.path.as_deref());
+        // Decode and compile take tens of milliseconds of CPU for a large document: run them on a blocking
+        // thread so the runtime's workers keep serving traffic meanwhile.
+        let state = self.state.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let config = Config::from_json_slice(&body).map_err(Rejection::Decode)?;
+            drop(body);
+            match state.apply_retiring(&config) {
+                Ok((status, retired)) => Ok((status, retired, config)),
+                Err(e) => Err(Rejection::Apply(e)),
             }
-        };
-        drop(body);
-        match self.state.apply(&config) {
-            Ok(status) => {
+        })
+        .await;
+        match applied {
+            Ok(Ok((status, retired, config))) => {
                 tracing::info!(version = status.version, rules = status.rules, "config applied");
+                // The new table is live; free the replaced one and the decoded document off this path.
+                tokio::task::spawn_blocking(move || {
+                    drop(config);
+                    retired.release();
+                });
                 json_response(StatusCode::OK, &status.to_json())
             }
-            Err(ApplyError::Invalid { message, path }) => {
+            Ok(Err(Rejection::Decode(e))) => {
+                metrics.config_apply(ApplyResult::Invalid);
+                error_with_path(&e.message, e.path.as_deref())
+            }
+            Ok(Err(Rejection::Apply(ApplyError::Invalid { message, path }))) => {
                 tracing::info!(error = %message, path = path.as_deref().unwrap_or(""), "config rejected");
                 error_with_path(&message, path.as_deref())
             }
-            Err(ApplyError::Stale { current, received }) => {
+            Ok(Err(Rejection::Apply(ApplyError::Stale { current, received }))) => {
                 tracing::info!(current, received, "stale config version rejected");
                 json_response(
                     StatusCode::CONFLICT,
                     &json!({"error": "stale config version", "current": current, "received": received}),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config apply failed");
+                json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": "internal error"}),
                 )
             }
         }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
@@ -50,6 +50,16 @@ pub struct ConfigStatus {
     pub applied_at: Option<SystemTime>,
 }
 
+/// The snapshot an apply replaced. Freeing a 10,000-rule table takes milliseconds of `free` calls, so the
+/// config API hands it to a blocking thread ([`Retired::release`]) after replying instead of freeing it on the
+/// apply path. Dropping it anywhere is correct too.
+#[must_use = "drop it, or release it off the request path"]
+pub struct Retired(Arc<Active>);
+
+/// How long [`Retired::release`] waits for in-flight requests to let go of the old snapshot before leaving the
+/// last reference to them (a long response or a WebSocket session may hold it for hours).
+const RETIRE_WAIT: Duration = Duration::from_secs(5);
+
 /// Why a document was not installed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -88,6 +98,16 @@ impl ProxyState {
     /// Validates, compiles and installs `config` with the version rules of config-api.md §6.2. Compilation
     /// happens before the apply lock is taken; only the version check and the pointer store run under it.
     pub fn apply(&self, config: &Config) -> Result<ConfigStatus, ApplyError> {
+        self.apply_retiring(config).map(|(status, retired)| {
+            drop(retired);
+            status
+        })
+    }
+
+    /// [`ProxyState::apply`] that hands back the replaced snapshot instead of dropping it, so the caller can free
+    /// it after replying. CPU-bound (a 10,000-rule document takes tens of milliseconds): call it from a blocking
+    /// thread, not from an async task.
+    pub fn apply_retiring(&self, config: &Config) -> Result<(ConfigStatus, Retired), ApplyError> {
         let started = Instant::now();
         let metrics = &self.shared.metrics;
         let result = self.apply_inner(config);
@@ -104,7 +124,7 @@ impl ProxyState {
         result
     }
 
-    fn apply_inner(&self, config: &Config) -> Result<ConfigStatus, ApplyError> {
+    fn apply_inner(&self, config: &Config) -> Result<(ConfigStatus, Retired), ApplyError> {
         if config.version < 0 {
             return Err(ApplyError::Invalid {
                 message: "version must be >= 0".into(),
@@ -152,7 +172,7 @@ impl ProxyState {
 
         let received = config.version;
         let rules = table.rule_count();
-        let _guard = self
+        let guard = self
             .shared
             .apply_lock
             .lock()
@@ -171,21 +191,23 @@ impl ProxyState {
         let applied_at = SystemTime::now();
         // The old table and any pool only it referenced are dropped once the last in-flight request that
         // loaded it finishes; idle connections of dropped pools close with them.
-        self.shared.active.store(Arc::new(Active {
+        let old = self.shared.active.swap(Arc::new(Active {
             table,
             version,
             applied_at: Some(applied_at),
             hosts,
             clients,
         }));
+        drop(guard);
         self.shared.metrics.config_version.set(version);
         self.shared.metrics.config_rules.set(rules as i64);
-        Ok(ConfigStatus {
+        let status = ConfigStatus {
             version,
             ready: self.readiness().is_ok(),
             rules,
             applied_at: Some(applied_at),
-        })
+        };
+        Ok((status, Retired(old)))
     }
 
     /// The status object of the active table.
@@ -241,6 +263,17 @@ impl ProxyState {
     /// The active snapshot. The request path calls this exactly once per request.
     pub fn active(&self) -> Arc<Active> {
         self.shared.active.load_full()
+    }
+}
+
+impl Retired {
+    /// Frees the snapshot here, on the calling (blocking) thread: waits up to a few seconds for requests that
+    /// still use it, polling, so that the frees happen here rather than at the end of some request.
+    pub fn release(self) {
+        let started = Instant::now();
+        while Arc::strong_count(&self.0) > 1 && started.elapsed() < RETIRE_WAIT {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
