@@ -35,6 +35,15 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// Boxes a body whose error type already is [`BoxError`], without the error-mapping layer of [`boxed`] (one
+/// indirection less on every poll of a response body).
+pub fn boxed_exact<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    body.boxed_unsync()
+}
+
 /// A proxy-generated reply: a short `text/plain` line (routing.md §9). `head_only` drops the body for HEAD.
 pub fn text_response(status: StatusCode, text: &'static str, head_only: bool) -> Response<ProxyBody> {
     let body = if head_only || text.is_empty() {

@@ -6,37 +6,50 @@ use std::net::IpAddr;
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Fixed hop-by-hop names removed in both directions. `te` is handled separately (`te: trailers` is kept).
+/// Fixed hop-by-hop names removed in both directions, by bit: bit i set in a [`scan`] result means
+/// `HOP_BY_HOP[i]` is present. `te` is handled separately (`te: trailers` is kept).
 ///
 /// `Trailer` is deliberately not in the list although routing.md §7.2 names it: an HTTP/1.1 hop can only carry
 /// trailer fields that a `Trailer` header declared (hyper drops undeclared ones), so removing it would break
-/// trailer relay between HTTP/1.1 peers. `Connection` stays first: [`strip_hop_by_hop`] relies on its index.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TRANSFER_ENCODING,
+/// trailer relay between HTTP/1.1 peers.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "transfer-encoding",
 ];
+const CONNECTION_BIT: u32 = 1;
+const UPGRADE_BIT: u32 = 1 << 6;
+const TE_BIT: u32 = 1 << 7;
+
+/// One pass over the names: which hop-by-hop fields are present. Removing an absent name still hashes and probes,
+/// and this runs twice per request while most messages carry no hop-by-hop field, or only `Connection`.
+/// Names are compared as the lowercase strings `HeaderName` holds (a length switch, then a short compare).
+fn scan(headers: &HeaderMap) -> u32 {
+    let mut present = 0u32;
+    for name in headers.keys() {
+        present |= match name.as_str() {
+            "connection" => CONNECTION_BIT,
+            "proxy-connection" => 1 << 1,
+            "keep-alive" => 1 << 2,
+            "proxy-authenticate" => 1 << 3,
+            "proxy-authorization" => 1 << 4,
+            "transfer-encoding" => 1 << 5,
+            "upgrade" => UPGRADE_BIT,
+            "te" => TE_BIT,
+            _ => 0,
+        };
+    }
+    present
+}
 
 /// Removes hop-by-hop headers: every header named in `Connection`, the fixed list, `Upgrade` and `TE` except
 /// `te: trailers`. With `upgrade` set, `Connection: Upgrade` and `Upgrade` survive (the upgrade path).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the few names first: removing an absent name still hashes and probes, and this runs twice
-    // per request while most messages carry no hop-by-hop field, or only `Connection`.
-    // Bit i: `HOP_BY_HOP[i]` is present.
-    let mut present = 0u32;
-    let mut any = false;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-            any = true;
-        } else if name == header::UPGRADE || name == header::TE {
-            any = true;
-        }
-    }
-    if !any {
+    let present = scan(headers);
+    if present == 0 {
         return;
     }
     let upgrade_value = if upgrade {
@@ -44,27 +57,50 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    if present & 1 != 0 {
+    if present & CONNECTION_BIT != 0 {
         // Removing by `&str` needs no owned `HeaderName`; the values are cloned (reference counts) because the
-        // removals below need the map mutably.
+        // removals below need the map mutably. Tokens naming a fixed hop-by-hop field (`keep-alive`, which
+        // nginx and most clients send) are left to the removals below.
         let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
         for value in &named {
             for token in value.as_bytes().split(|b| *b == b',') {
-                if let Ok(token) = std::str::from_utf8(token.trim_ascii())
-                    && !token.is_empty()
+                let token = token.trim_ascii();
+                if token.is_empty()
+                    || HOP_BY_HOP
+                        .iter()
+                        .any(|h| token.eq_ignore_ascii_case(h.as_bytes()))
                 {
+                    continue;
+                }
+                if let Ok(token) = std::str::from_utf8(token) {
                     headers.remove(token);
                 }
             }
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
+    // The standard names are constants; matching them needs no parsing.
+    let fixed = [
+        (CONNECTION_BIT, Some(header::CONNECTION)),
+        (1 << 1, None),
+        (1 << 2, None),
+        (1 << 3, Some(header::PROXY_AUTHENTICATE)),
+        (1 << 4, Some(header::PROXY_AUTHORIZATION)),
+        (1 << 5, Some(header::TRANSFER_ENCODING)),
+    ];
+    for (i, (bit, standard)) in fixed.into_iter().enumerate() {
+        if present & bit != 0 {
+            match standard {
+                Some(name) => headers.remove(name),
+                None => headers.remove(HOP_BY_HOP[i]),
+            };
         }
     }
-    headers.remove(header::UPGRADE);
-    if let Some(te) = headers.get(header::TE) {
+    if present & UPGRADE_BIT != 0 {
+        headers.remove(header::UPGRADE);
+    }
+    if present & TE_BIT != 0
+        && let Some(te) = headers.get(header::TE)
+    {
         if te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers") {
             let keep = HeaderValue::from_static("trailers");
             headers.insert(header::TE, keep);

@@ -17,6 +17,7 @@
 mod access_log;
 mod body;
 mod config_api;
+mod drain;
 mod forward;
 mod framing;
 mod metrics;

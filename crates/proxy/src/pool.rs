@@ -164,7 +164,7 @@ impl UpstreamClient {
                     req.headers_mut().insert(header::HOST, host.clone());
                 }
                 let resp = pool.send(req).await?;
-                Ok(resp.map(body::boxed))
+                Ok(resp.map(body::boxed_exact))
             }
             Transport::Http2(client) => match client.request(req).await {
                 Ok(resp) => Ok(resp.map(body::boxed)),

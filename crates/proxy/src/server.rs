@@ -6,6 +6,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::body::{self, BoxError, ProxyBody};
 use crate::config_api::ConfigApi;
+use crate::drain::Drain;
 use crate::forward::is_upgrade;
 use crate::framing::FramingGuard;
 use crate::service::{RequestContext, RequestService};
@@ -194,7 +196,7 @@ async fn serve_data(
     limits: DataLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::default();
     let header_read_timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -229,22 +231,33 @@ async fn serve_data(
                     // The framing guard refuses requests with both Content-Length and Transfer-Encoding.
                     let io = TokioIo::new(FramingGuard::new(stream));
                     let conn = builder.serve_connection_with_upgrades(io, svc);
-                    let conn = graceful.watch(conn.into_owned());
+                    let conn = drain.watch(conn.into_owned(), auto::UpgradeableConnection::graceful_shutdown);
                     tokio::spawn(async move {
                         let _permit = permit;
                         // hyper's header timeout starts only once HTTP/1 is chosen; the HTTP/2 preface sniff and
                         // an HTTP/2 connection that never sends a request have none. Until the first request
                         // arrives, the header-read timeout bounds the whole connection.
                         let mut conn = std::pin::pin!(conn);
-                        let result = tokio::select! {
-                            result = conn.as_mut() => result,
-                            () = tokio::time::sleep(header_read_timeout) => {
-                                if !first_request.load(Ordering::Relaxed) {
-                                    tracing::debug!(%peer, "no request within the header read timeout; closing");
-                                    return;
-                                }
-                                conn.await
+                        // The deadline is polled only until the first request arrives and dropped then, so that
+                        // the wake-ups of a busy keep-alive connection poll the connection alone.
+                        let mut deadline = Some(Box::pin(tokio::time::sleep(header_read_timeout)));
+                        let result = std::future::poll_fn(|cx| {
+                            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                                return Poll::Ready(Some(result));
                             }
+                            if let Some(sleep) = deadline.as_mut() {
+                                if first_request.load(Ordering::Relaxed) {
+                                    deadline = None;
+                                } else if sleep.as_mut().poll(cx).is_ready() {
+                                    return Poll::Ready(None);
+                                }
+                            }
+                            Poll::Pending
+                        })
+                        .await;
+                        let Some(result) = result else {
+                            tracing::debug!(%peer, "no request within the header read timeout; closing");
+                            return;
                         };
                         if let Err(e) = result {
                             tracing::debug!(error = %e, %peer, "client connection ended with an error");
@@ -261,7 +274,7 @@ async fn serve_data(
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    drain.shutdown().await;
 }
 
 async fn serve_listener_request(
@@ -304,10 +317,33 @@ fn host_is_acceptable<B>(req: &Request<B>) -> bool {
         (Some(_), Some(_)) => false,
         (Some(host), None) => {
             let host = host.as_bytes();
-            !host.contains(&b'@') && Authority::try_from(host).is_ok() && port_is_valid(host)
+            is_plain_host(host)
+                || (!host.contains(&b'@') && Authority::try_from(host).is_ok() && port_is_valid(host))
         }
         (None, _) => req.version() != Version::HTTP_11 || req.uri().authority().is_some(),
     }
+}
+
+/// The common Host shape, `name[:port]` with letters, digits, `.` and `-` and a port up to 65535, accepted
+/// without the general `Authority` parse (a subset of what that parse and [`port_is_valid`] accept).
+fn is_plain_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().position(|b| *b == b':') {
+        Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-');
+    let port_ok = match port {
+        None => true,
+        Some(p) => {
+            (1..=5).contains(&p.len())
+                && p.iter().all(u8::is_ascii_digit)
+                && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65_535
+        }
+    };
+    name_ok && port_ok
 }
 
 /// `Authority` accepts any text after the last `:`; a Host port must be empty or a number up to 65535.
@@ -355,4 +391,44 @@ async fn serve_config(listener: TcpListener, api: Arc<ConfigApi>, mut stop: watc
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn general(host: &[u8]) -> bool {
+        !host.contains(&b'@') && Authority::try_from(host).is_ok() && port_is_valid(host)
+    }
+
+    #[test]
+    fn the_plain_host_shortcut_accepts_only_what_the_general_check_accepts() {
+        let plain: [&[u8]; 6] = [
+            b"example.com",
+            b"bench.example.com:8080",
+            b"a-b.c:1",
+            b"localhost:65535",
+            b"127.0.0.1:80",
+            b"EXAMPLE.com",
+        ];
+        for host in plain {
+            assert!(is_plain_host(host), "{}", String::from_utf8_lossy(host));
+            assert!(general(host), "{}", String::from_utf8_lossy(host));
+        }
+        let not_plain: [&[u8]; 10] = [
+            b"",
+            b":80",
+            b"host:",
+            b"host:65536",
+            b"host:123456",
+            b"host:8o",
+            b"user@host",
+            b"[::1]:80",
+            b"a b",
+            b"host:80:81",
+        ];
+        for host in not_plain {
+            assert!(!is_plain_host(host), "{}", String::from_utf8_lossy(host));
+        }
+    }
 }

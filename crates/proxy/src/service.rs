@@ -184,7 +184,10 @@ impl RequestService {
             guard,
             log,
         };
-        Response::from_parts(resp_parts, body::boxed(ObservedResponse::new(resp_body, finish)))
+        Response::from_parts(
+            resp_parts,
+            body::boxed_exact(ObservedResponse::new(resp_body, finish)),
+        )
     }
 
     /// Steps 5–11 of the pipeline for a matched request.
@@ -252,7 +255,7 @@ impl RequestService {
                 let tee = Tee::new(inner.mirror_max_body_bytes, tx);
                 let (end_tx, end_rx) = timeout_end_signal(rule);
                 body_end = end_rx;
-                body = body::boxed(ObservedRequest::new(
+                body = body::boxed_exact(ObservedRequest::new(
                     body,
                     host_metrics.request_bytes.clone(),
                     end_tx,
@@ -263,7 +266,7 @@ impl RequestService {
         } else if !body_is_empty(&body) {
             let (end_tx, end_rx) = timeout_end_signal(rule);
             body_end = end_rx;
-            body = body::boxed(ObservedRequest::new(
+            body = body::boxed_exact(ObservedRequest::new(
                 body,
                 host_metrics.request_bytes.clone(),
                 end_tx,

@@ -54,6 +54,8 @@ pub struct PooledBody {
     body: Incoming,
     conn: Option<Box<Conn>>,
     pool: Arc<Http1Pool>,
+    /// The request had a body, which may still be streaming when the response ends.
+    request_body: bool,
 }
 
 impl Http1Pool {
@@ -79,6 +81,7 @@ impl Http1Pool {
         self: &Arc<Self>,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, SendError> {
+        let request_body = !req.body().is_end_stream();
         loop {
             let (mut conn, reused) = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
                 Some(conn) => (conn, true),
@@ -105,8 +108,13 @@ impl Http1Pool {
             match result {
                 Some(Ok(resp)) => {
                     let pool = self.clone();
-                    let conn = (!driver_done).then_some(conn);
-                    return Ok(resp.map(|body| PooledBody { body, conn, pool }));
+                    let conn = (!driver_done && keeps_alive(&resp)).then_some(conn);
+                    return Ok(resp.map(|body| PooledBody {
+                        body,
+                        conn,
+                        pool,
+                        request_body,
+                    }));
                 }
                 Some(Err(mut e)) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
@@ -136,11 +144,17 @@ impl Http1Pool {
         Ok(Box::new(Conn { sender, driver }))
     }
 
-    /// Returns a connection whose exchange ended cleanly. It is polled once more so that hyper notices the end
-    /// of the response and becomes ready for the next request; one that is not ready then is closed.
-    fn release(self: &Arc<Self>, mut conn: Box<Conn>, cx: &mut Context<'_>) {
-        if Pin::new(&mut conn.driver).poll(cx).is_ready() || !conn.sender.is_ready() {
-            return;
+    /// Returns a connection whose response ended cleanly. Usually it is not polled here: the checkout that takes
+    /// it next polls it anyway (hyper then notices the finished exchange and becomes ready), and one that is not
+    /// ready after that poll is closed there. After a request with a body it is polled now: the body may still be
+    /// streaming (a backend may answer before reading it), and such a connection must close at once rather than
+    /// hold the client's body stream while it waits in the pool.
+    fn release(self: &Arc<Self>, mut conn: Box<Conn>, request_body: bool) {
+        if request_body {
+            let mut cx = Context::from_waker(Waker::noop());
+            if Pin::new(&mut conn.driver).poll(&mut cx).is_ready() || !conn.sender.is_ready() {
+                return;
+            }
         }
         let since = Instant::now();
         let mut idle = self.lock();
@@ -196,6 +210,25 @@ impl Http1Pool {
     }
 }
 
+/// Whether the backend keeps the connection open after this response (RFC 9112 §9.3): HTTP/1.1 without
+/// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
+fn keeps_alive<B>(resp: &Response<B>) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for value in resp.headers().get_all(http::header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    match resp.version() {
+        http::Version::HTTP_11 => !close,
+        http::Version::HTTP_10 => keep_alive && !close,
+        _ => false,
+    }
+}
+
 async fn sweep(pool: Weak<Http1Pool>, period: Duration) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,9 +244,9 @@ async fn sweep(pool: Weak<Http1Pool>, period: Duration) {
 }
 
 impl PooledBody {
-    fn finish(&mut self, cx: &mut Context<'_>) {
+    fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.release(conn, cx);
+            self.pool.release(conn, self.request_body);
         }
     }
 }
@@ -232,7 +265,7 @@ impl Body for PooledBody {
             match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if this.body.is_end_stream() {
-                        this.finish(cx);
+                        this.finish();
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
@@ -241,7 +274,7 @@ impl Body for PooledBody {
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Ready(None) => {
-                    this.finish(cx);
+                    this.finish();
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {}
@@ -274,8 +307,7 @@ impl Drop for PooledBody {
         // A response without a body (HEAD, 204, 304, `Content-Length: 0`) is never polled: return its connection
         // here. Anything else dropped before its end closes the connection with the drop of `conn`.
         if self.conn.is_some() && self.body.is_end_stream() {
-            let mut cx = Context::from_waker(Waker::noop());
-            self.finish(&mut cx);
+            self.finish();
         }
     }
 }

@@ -119,6 +119,48 @@ async fn concurrent_requests_open_connections_that_are_then_reused() {
 }
 
 #[tokio::test]
+async fn requests_with_bodies_reuse_the_connection_too() {
+    let backend = Backend::start("pool").await;
+    let client = UpstreamClient::new(upstream(&backend.url()));
+    for i in 0..20 {
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/p/{i}"))
+            .header("host", "pool.example.com")
+            .body(body::full(vec![b'x'; 1000 + i]))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(backend.requests(), 20);
+    assert_eq!(backend.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_response_announcing_close_does_not_return_its_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let reply = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+                let _ = stream.write_all(reply).await;
+                // Held open: the pool must not wait for the close to drop the connection.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let client = UpstreamClient::new(upstream(&format!("http://{addr}")));
+    let (status, bytes) = get(&client, "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&bytes[..], b"ok");
+    assert_eq!(client.idle_connections(), 0);
+}
+
+#[tokio::test]
 async fn idle_connections_close_after_the_idle_timeout() {
     let backend = Backend::start("pool").await;
     let client = UpstreamClient::with_idle_timeout(upstream(&backend.url()), Duration::from_millis(200));
