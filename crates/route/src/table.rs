@@ -30,6 +30,10 @@ pub struct RouteTable {
     default: Option<u32>,
     /// The buckets' metrics labels, end to end in one allocation.
     labels: String,
+    /// The arms of every bucket, each bucket's a contiguous run: one allocation instead of one per hostname.
+    arms: Vec<BucketArm>,
+    /// The path lists of every bucket with few paths ([`PathIndex::Few`]), likewise.
+    few_paths: Vec<(IndexKey, PathEntry)>,
 }
 
 /// The routing-relevant head of a request.
@@ -80,8 +84,7 @@ pub struct Rule {
 struct Bucket {
     /// Byte range of the label in `RouteTable::labels`.
     label: (u32, u32),
-    arms: Box<[BucketArm]>,
-    /// Exact path values and normalised prefixes → their runs of `arms`.
+    /// Exact path values and normalised prefixes → their runs of `RouteTable::arms`.
     paths: PathIndex,
     /// The run of RegularExpression arms, in precedence order.
     regex: (u32, u32),
@@ -107,7 +110,8 @@ struct BucketArm {
 /// array compared length first costs less to build, to keep and to probe than a hash map.
 #[derive(Debug)]
 enum PathIndex {
-    Few(Box<[(IndexKey, PathEntry)]>),
+    /// A run of `RouteTable::few_paths`.
+    Few(u32, u32),
     Many(FxHashMap<IndexKey, PathEntry>),
 }
 
@@ -160,6 +164,11 @@ impl RouteTable {
         self.upstreams.iter().map(|u| &**u)
     }
 
+    /// [`RouteTable::upstreams`] as the shared handles the table's backends hold, for callers that keep one.
+    pub fn shared_upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
     /// The first full match over the host's candidate buckets: exact, wildcard suffixes longest first, default.
     /// A bucket with no matching arm falls through to the next. Does not allocate, except for a host longer than
     /// 256 bytes (no DNS name is) and for a regex query condition on a percent-encoded value over 512 bytes.
@@ -195,7 +204,7 @@ impl RouteTable {
 
     fn find_in<'t>(&'t self, bucket: u32, req: &RequestHead<'_>) -> Option<RouteHit<'t>> {
         let bucket = self.buckets.get(bucket as usize)?;
-        let (entry, prefix) = bucket.find(&self.rules, req)?;
+        let (entry, prefix) = bucket.find(&self.arms, &self.few_paths, &self.rules, req)?;
         let rule_index = entry.rule as usize;
         let (start, end) = bucket.label;
         Some(RouteHit {
@@ -242,6 +251,12 @@ impl RouteTable {
             exact: FxHashMap::with_capacity_and_hasher(exact_count, Default::default()),
             wildcard: FxHashMap::with_capacity_and_hasher(wildcard_count, Default::default()),
             labels: String::with_capacity(members.iter().map(|(p, _)| p.label_len()).sum()),
+            arms: Vec::with_capacity(
+                rules
+                    .iter()
+                    .map(|r| r.arms.len() * r.hostnames.len().max(1))
+                    .sum(),
+            ),
             ..RouteTable::default()
         };
         let mut rule_indexes = Vec::new();
@@ -255,7 +270,14 @@ impl RouteTable {
             pattern.write_label(&mut table.labels);
             let label = (start as u32, table.labels.len() as u32);
             let index = table.buckets.len() as u32;
-            table.buckets.push(Bucket::new(label, &rules, &rule_indexes));
+            let bucket = Bucket::new(
+                label,
+                &rules,
+                &rule_indexes,
+                &mut table.arms,
+                &mut table.few_paths,
+            );
+            table.buckets.push(bucket);
             match pattern {
                 HostPattern::Exact(name) => {
                     table.exact.insert(IndexKey::new(name.as_bytes()), index);
@@ -269,8 +291,17 @@ impl RouteTable {
         if !defaults.is_empty() {
             let end = table.labels.len() as u32;
             table.default = Some(table.buckets.len() as u32);
-            table.buckets.push(Bucket::new((end, end), &rules, &defaults));
+            let bucket = Bucket::new(
+                (end, end),
+                &rules,
+                &defaults,
+                &mut table.arms,
+                &mut table.few_paths,
+            );
+            table.buckets.push(bucket);
         }
+        table.arms.shrink_to_fit();
+        table.few_paths.shrink_to_fit();
         table.rules = rules;
         table
     }
@@ -297,7 +328,15 @@ impl Rule {
 }
 
 impl Bucket {
-    fn new(label: (u32, u32), rules: &[Rule], rule_indexes: &[u32]) -> Bucket {
+    /// Builds a bucket of the arms of `rule_indexes`, appending its arms and (when few) its paths to the
+    /// table-wide `arms` and `few_paths`.
+    fn new(
+        label: (u32, u32),
+        rules: &[Rule],
+        rule_indexes: &[u32],
+        arms: &mut Vec<BucketArm>,
+        few_paths: &mut Vec<(IndexKey, PathEntry)>,
+    ) -> Bucket {
         let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
             .filter_map(|&r| rules.get(r as usize).map(|rule| (r, rule)))
@@ -340,9 +379,9 @@ impl Bucket {
         // Group by path string, Exact arms before PathPrefix arms; the sort is stable, so each run stays in
         // rank order.
         by_path.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-        let mut arms = Vec::with_capacity(regex.len() + by_path.len());
+        let first = arms.len() as u32;
         arms.extend(regex);
-        let regex = (0, arms.len() as u32);
+        let regex = (first, arms.len() as u32);
         let mut paths = Vec::new();
         for group in by_path.chunk_by(|x, y| x.0 == y.0) {
             let Some(&(path, ..)) = group.first() else {
@@ -360,13 +399,14 @@ impl Bucket {
             paths.push((IndexKey::new(path.as_bytes()), entry));
         }
         let paths = if paths.len() <= FEW_PATHS {
-            PathIndex::Few(paths.into_boxed_slice())
+            let start = few_paths.len() as u32;
+            few_paths.extend(paths);
+            PathIndex::Few(start, few_paths.len() as u32)
         } else {
             PathIndex::Many(paths.into_iter().collect())
         };
         Bucket {
             label,
-            arms: arms.into_boxed_slice(),
             paths,
             regex,
             exact_lens,
@@ -374,8 +414,8 @@ impl Bucket {
         }
     }
 
-    fn run(&self, (start, end): (u32, u32)) -> &[BucketArm] {
-        self.arms.get(start as usize..end as usize).unwrap_or(&[])
+    fn run(arms: &[BucketArm], (start, end): (u32, u32)) -> &[BucketArm] {
+        arms.get(start as usize..end as usize).unwrap_or(&[])
     }
 
     /// Method, header and query conditions of an arm the path index selected.
@@ -394,25 +434,29 @@ impl Bucket {
 
     /// The first arm in precedence order whose conditions all hold, and the normalised prefix when it is a
     /// PathPrefix arm.
-    fn find<'b>(&'b self, rules: &[Rule], req: &RequestHead<'_>) -> Option<(&'b BucketArm, Option<&'b str>)> {
+    fn find<'b>(
+        &'b self,
+        arms: &'b [BucketArm],
+        few_paths: &'b [(IndexKey, PathEntry)],
+        rules: &[Rule],
+        req: &RequestHead<'_>,
+    ) -> Option<(&'b BucketArm, Option<&'b str>)> {
         let len = req.path.len();
         let whole = if self.exact_lens.contains(len) || self.prefix_lens.contains(len) {
-            self.paths.get(req.path.as_bytes())
+            self.paths.get(few_paths, req.path.as_bytes())
         } else {
             None
         };
         // Tier 1: Exact arms rank above every other type; only those equal to the path can match.
         if let Some((_, entry)) = whole
-            && let Some(hit) = self
-                .run(entry.exact)
+            && let Some(hit) = Self::run(arms, entry.exact)
                 .iter()
                 .find(|a| Self::rest_holds(rules, a, req))
         {
             return Some((hit, None));
         }
         // Tier 2: RegularExpression arms, in precedence order.
-        if let Some(hit) = self
-            .run(self.regex)
+        if let Some(hit) = Self::run(arms, self.regex)
             .iter()
             .find(|a| Self::arm_of(rules, a).is_some_and(|arm| arm.matches(req)))
         {
@@ -431,8 +475,7 @@ impl Bucket {
             {
                 return false;
             }
-            if let Some(hit) = self
-                .run(entry.prefix)
+            if let Some(hit) = Self::run(arms, entry.prefix)
                 .iter()
                 .find(|a| Self::rest_holds(rules, a, req))
             {
@@ -453,7 +496,7 @@ impl Bucket {
             end -= 1;
             if path.get(end) == Some(&b'/') && self.prefix_lens.contains(end) {
                 let candidate = path.get(..end).unwrap_or_default();
-                if !probe(self.paths.get(candidate)) {
+                if !probe(self.paths.get(few_paths, candidate)) {
                     break;
                 }
             }
@@ -522,9 +565,15 @@ impl std::borrow::Borrow<[u8]> for IndexKey {
 }
 
 impl PathIndex {
-    fn get(&self, path: &[u8]) -> Option<(&IndexKey, &PathEntry)> {
+    fn get<'a>(
+        &'a self,
+        few_paths: &'a [(IndexKey, PathEntry)],
+        path: &[u8],
+    ) -> Option<(&'a IndexKey, &'a PathEntry)> {
         match self {
-            PathIndex::Few(entries) => entries
+            PathIndex::Few(start, end) => few_paths
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default()
                 .iter()
                 .find(|(key, _)| key.as_bytes() == path)
                 .map(|(key, entry)| (key, entry)),
