@@ -137,7 +137,11 @@ impl ConfigApi {
         if declared.is_some_and(|n| n > limit as u64) {
             return too_large();
         }
-        let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(req.into_body(), limit)).await {
+        // Sized from Content-Length (already checked against the limit), so a large body is received into one
+        // allocation instead of a doubling series of copies.
+        let expected = declared.map_or(0, |n| n as usize);
+        let read = read_limited(req.into_body(), limit, expected);
+        let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
             Ok(Ok(Some(body))) => body,
             Ok(Ok(None)) => return too_large(),
             Ok(Err(_)) | Err(_) => {
@@ -210,9 +214,14 @@ impl ConfigApi {
     }
 }
 
-/// Reads at most `limit` bytes; `None` when the body is longer.
-async fn read_limited(mut body: Incoming, limit: usize) -> Result<Option<Bytes>, hyper::Error> {
-    let mut buf = BytesMut::new();
+/// Reads at most `limit` bytes; `None` when the body is longer. `expected` (at most `limit`) is the room
+/// reserved up front.
+async fn read_limited(
+    mut body: Incoming,
+    limit: usize,
+    expected: usize,
+) -> Result<Option<Bytes>, hyper::Error> {
+    let mut buf = BytesMut::with_capacity(expected.min(limit));
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             if buf.len() + data.len() > limit {

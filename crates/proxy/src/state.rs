@@ -145,20 +145,23 @@ impl ProxyState {
         // Reuse the pools (and their warm connections) of upstreams the new table still names.
         let previous = self.shared.active.load();
         let mut clients = FxHashMap::default();
-        for upstream in table.upstreams() {
+        for upstream in table.shared_upstreams() {
             if clients.contains_key(upstream) {
                 continue;
             }
             let client = match previous.clients.get(upstream) {
                 Some(c) => c.clone(),
-                None => Arc::new(UpstreamClient::new(Arc::new(upstream.clone()))),
+                None => Arc::new(UpstreamClient::new(Arc::clone(upstream))),
             };
             clients.insert(client.upstream.clone(), client);
         }
         // Metric handles are resolved on a pattern's first request, not here: 17 labelled series per pattern
         // for every pattern of a 10,000-rule table cost tens of MiB and most of an apply's time. Handles already
         // resolved by the previous table are carried over.
-        let mut hosts = HostMetricsIndex::default();
+        let mut hosts = HostMetricsIndex::with_capacity_and_hasher(
+            table.rules().iter().map(|r| r.hostnames.len().max(1)).sum(),
+            Default::default(),
+        );
         for pattern in hostname_patterns(&table) {
             if !hosts.contains_key(pattern) {
                 let slot = OnceLock::new();
