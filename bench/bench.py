@@ -29,6 +29,8 @@ import gen_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_HOST = "bench.example.com"
+# Seconds to wait after the last apply before the "settled" RSS reading.
+SETTLE_S = 3.0
 
 
 class Processes:
@@ -337,9 +339,10 @@ def print_report(res, out):
                                               max(x["serving_ms"] for x in ap["reps"]), ap["put_response_ms"]))
     if "memory" in res:
         m = res["memory"]
-        w("tunnelgate RSS: 1 rule %.1f MiB; %d rules %.1f MiB (after %d applies %.1f MiB, peak VmHWM %.1f MiB)\n"
+        w("tunnelgate RSS: 1 rule %.1f MiB; %d rules %.1f MiB (after %d applies %.1f MiB, %.0f s later %.1f MiB;"
+          " peak VmHWM %.1f MiB)\n"
           % (m["rss_1_kib"] / 1024, res["apply"]["rules"], m["rss_large_kib"] / 1024, len(res["apply"]["reps"]),
-             m["rss_large_after_kib"] / 1024, m["hwm_kib"] / 1024))
+             m["rss_large_after_kib"] / 1024, SETTLE_S, m["rss_settled_kib"] / 1024, m["hwm_kib"] / 1024))
         if "rss_after_load_kib" in m:
             w("tunnelgate RSS after the load rounds (1 rule, %d client conns): %.1f MiB\n"
               % (res["connections"], m["rss_after_load_kib"] / 1024))
@@ -409,6 +412,8 @@ def main():
     p.add_argument("--skip-criterion", action="store_true")
     p.add_argument("--criterion-bench", default="lookup", help="bench target of crates/route to run")
     p.add_argument("--only", help="comma-separated subset of targets for the load rounds")
+    p.add_argument("--apply-only", action="store_true",
+                   help="only the config-apply and memory figures: no nginx/haproxy, no load rounds, no criterion")
     p.add_argument("--json", help="also write the results as JSON here")
     a = p.parse_args()
     duration = a.duration or (3 if a.quick else 10)
@@ -435,13 +440,14 @@ def main():
         # Whose CPU time a target's row reports: the backend for direct, else the proxy (with its workers).
         pids = {"direct": backend.pid}
 
-        nginx_port = free_port()
-        pids["nginx"] = start_nginx(procs, a.tmp, "proxy-nginx", "proxy-nginx.conf", port=nginx_port,
-                                    backend_port=backend_port).pid
-        targets["nginx"] = nginx_port
-        haproxy_port = free_port()
-        pids["haproxy"] = start_haproxy(procs, a.tmp, haproxy_port, backend_port).pid
-        targets["haproxy"] = haproxy_port
+        if not a.apply_only:
+            nginx_port = free_port()
+            pids["nginx"] = start_nginx(procs, a.tmp, "proxy-nginx", "proxy-nginx.conf", port=nginx_port,
+                                        backend_port=backend_port).pid
+            targets["nginx"] = nginx_port
+            haproxy_port = free_port()
+            pids["haproxy"] = start_haproxy(procs, a.tmp, haproxy_port, backend_port).pid
+            targets["haproxy"] = haproxy_port
         hosts = {k: BENCH_HOST for k in targets}
 
         tg = None
@@ -461,16 +467,20 @@ def main():
             reps += measure_apply(tgm, backend_url, a.rules, apply_reps - 1, 3) if apply_reps > 1 else []
             time.sleep(0.3)
             rss_after, hwm = tgm.memory()
+            # An allocator that hands freed memory back to the OS after a delay (jemalloc's decay) shows it here.
+            time.sleep(SETTLE_S)
+            rss_settled, _ = tgm.memory()
             res["apply"] = {"rules": a.rules, "bytes": reps[0]["bytes"], "reps": reps,
                             "serving_ms": statistics.median(x["serving_ms"] for x in reps),
                             "put_response_ms": statistics.median(x["put_response_ms"] for x in reps)}
             res["memory"] = {"rss_1_kib": rss1, "rss_large_kib": rss_large, "rss_large_after_kib": rss_after,
-                             "hwm_kib": hwm}
+                             "rss_settled_kib": rss_settled, "hwm_kib": hwm}
             for x in reps:
                 print("apply v%d: serving after %.1f ms, PUT answered after %.1f ms (%d polls)" % (
                     x["version"], x["serving_ms"], x["put_response_ms"], x["polls"]), flush=True)
             last_probe_version = 2 + apply_reps - 1
 
+        if not a.skip_tunnelgate and not a.apply_only:
             tg = Tunnelgate(procs, a.tmp, a.bin, "tunnelgate", {})
             tg.apply(gen_config.small(1, BENCH_HOST, backend_url))
             wait_http(tg.port, "/", tg.proc, tg.name, tg.log, host=BENCH_HOST, want=200)
@@ -489,7 +499,7 @@ def main():
             if status != 200 or body != b"ok":
                 raise SystemExit("%s answered %d %r instead of 200 ok" % (name, status, body[:100]))
 
-        order = ["direct", "tunnelgate", "tunnelgate-10k", "nginx", "haproxy"]
+        order = [] if a.apply_only else ["direct", "tunnelgate", "tunnelgate-10k", "nginx", "haproxy"]
         if a.only:
             wanted = a.only.split(",")
             order = [n for n in order if n in wanted]
@@ -497,7 +507,7 @@ def main():
         for name in order:
             run_wrk("http://127.0.0.1:%d/" % targets[name], hosts[name], warmup, a.threads, a.connections)
         per = {n: [] for n in order}
-        for rnd in range(rounds):
+        for rnd in range(rounds if order else 0):
             rot = order[rnd % len(order):] + order[: rnd % len(order)]
             for name in rot:
                 before = backend_accepts(backend_port)
@@ -529,7 +539,7 @@ def main():
     finally:
         procs.stop_all()
 
-    if not a.skip_criterion:
+    if not a.skip_criterion and not a.apply_only:
         print("running the route crate's criterion bench %r ..." % a.criterion_bench, flush=True)
         c = run_criterion(a.repo, a.criterion_bench, a.quick, os.path.join(a.tmp, "criterion.log"))
         if "ns" in c:
