@@ -157,7 +157,9 @@ impl Upstream {
     }
 }
 
-/// Cumulative weights of a rule's backends, for weighted choice (routing.md §6).
+/// Cumulative weights of a rule's backends, for weighted choice (routing.md §6). Only rules with more than
+/// [`LINEAR_CHOICE_MAX`] backends keep one ([`WeightTable::for_backends`]); the others choose with
+/// [`choose_linear`] over the backends' own weights, which saves an allocation per rule.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WeightTable {
     /// `cumulative[i]` = sum of weights of backends `0..=i`.
@@ -167,7 +169,39 @@ pub(crate) struct WeightTable {
 /// Above this many backends the choice uses binary search.
 const LINEAR_CHOICE_MAX: usize = 8;
 
+/// Weighted choice by a linear scan: the first backend whose running weight sum exceeds the draw. A draw outside
+/// `[0,total)` is reduced modulo `total` rather than trusted.
+pub(crate) fn choose_linear(
+    weights: impl Iterator<Item = u32> + Clone,
+    draw: impl FnOnce(u64) -> u64,
+) -> Option<usize> {
+    let total: u64 = weights.clone().map(u64::from).sum();
+    if total == 0 {
+        return None;
+    }
+    let x = draw(total) % total;
+    let mut sum = 0u64;
+    weights.into_iter().position(|w| {
+        sum += u64::from(w);
+        sum > x
+    })
+}
+
 impl WeightTable {
+    /// The table a rule with these backends keeps: empty (choose with [`choose_linear`]) up to
+    /// [`LINEAR_CHOICE_MAX`] backends.
+    pub(crate) fn for_backends(backends: &[Backend]) -> WeightTable {
+        if backends.len() <= LINEAR_CHOICE_MAX {
+            WeightTable::default()
+        } else {
+            WeightTable::new(backends.iter().map(|b| b.weight))
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cumulative.is_empty()
+    }
+
     pub(crate) fn new(weights: impl IntoIterator<Item = u32>) -> WeightTable {
         let mut total = 0u64;
         let cumulative = weights
@@ -262,6 +296,32 @@ mod tests {
         let table = WeightTable::new([0, 3, 0, 1]);
         let picks: Vec<_> = (0..4).map(|x| table.choose(|_| x).unwrap()).collect();
         assert_eq!(picks, [1, 1, 1, 3]);
+    }
+
+    #[test]
+    fn linear_choice_agrees_with_the_cumulative_table() {
+        for weights in [
+            &[0u32, 3, 0, 1][..],
+            &[5],
+            &[0, 0, 7],
+            &[1, 1, 1, 1, 1, 1, 1, 1],
+            &[u32::MAX, 2],
+        ] {
+            let table = WeightTable::new(weights.iter().copied());
+            let total = table.total();
+            for x in (0..total.min(64)).chain([total.saturating_sub(1), total, total + 3]) {
+                assert_eq!(
+                    choose_linear(weights.iter().copied(), |n| {
+                        assert_eq!(n, total);
+                        x
+                    }),
+                    table.choose(|_| x),
+                    "{weights:?} draw {x}"
+                );
+            }
+        }
+        assert_eq!(choose_linear([0u32, 0].into_iter(), |_| 0), None);
+        assert_eq!(choose_linear(std::iter::empty(), |_| 0), None);
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl<'c> Compiler<'c> {
         let unavailable_status = self.within(Seg::Field("unavailableStatus"), |cx| {
             cx.unavailable_status(rule.unavailable_status)
         });
-        let weights = WeightTable::new(backends.iter().map(|b| b.weight));
+        let weights = WeightTable::for_backends(&backends);
         let compiled = Rule {
             hostnames: patterns.iter().map(HostPattern::label).collect(),
             filters,

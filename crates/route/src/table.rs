@@ -311,7 +311,11 @@ impl Rule {
     /// Weighted backend choice (routing.md §6). `draw(n)` must return a uniform integer in `[0, n)`. `None` when
     /// there is no backend or every weight is 0. Backends with an `unavailableStatus` keep their share.
     pub fn choose_backend(&self, draw: impl FnOnce(u64) -> u64) -> Option<usize> {
-        self.weights.choose(draw)
+        if self.weights.is_empty() {
+            crate::backend::choose_linear(self.backends.iter().map(|b| b.weight), draw)
+        } else {
+            self.weights.choose(draw)
+        }
     }
 
     /// Number of match arms (1 for a rule without matches: the implicit PathPrefix `/`).
