@@ -62,12 +62,43 @@ impl VersionCounter {
     }
 }
 
+/// How the canonical serialisation of a config starts when its `version` is 0: `version` is the first field.
+const UNVERSIONED_PREFIX: &[u8] = b"{\"version\":0";
+
 /// Hash of `config` ignoring its `version`.
 pub fn document_hash(config: &Config) -> Result<DocumentHash, serde_json::Error> {
+    Ok(hash_of(&unversioned_json(config)?))
+}
+
+/// The canonical serialisation of `config` with `version` 0, which is what [`DocumentHash`] hashes.
+pub fn unversioned_json(config: &Config) -> Result<Vec<u8>, serde_json::Error> {
+    if config.version == 0 {
+        return serde_json::to_vec(config);
+    }
     let mut unversioned = config.clone();
     unversioned.version = 0;
-    let bytes = serde_json::to_vec(&unversioned)?;
-    Ok(Sha256::digest(&bytes).into())
+    serde_json::to_vec(&unversioned)
+}
+
+/// The hash of an [`unversioned_json`] serialisation.
+pub fn hash_of(unversioned: &[u8]) -> DocumentHash {
+    Sha256::digest(unversioned).into()
+}
+
+/// `unversioned` with `version` written in. Only the leading `version` field differs, so a document of
+/// thousands of rules is serialised once per content rather than once more per version. `None` when the
+/// serialisation does not start as expected.
+fn with_version(unversioned: &[u8], version: i64) -> Option<Bytes> {
+    let rest = unversioned.strip_prefix(UNVERSIONED_PREFIX)?;
+    if !matches!(rest.first(), Some(b',' | b'}')) {
+        return None;
+    }
+    let version = version.to_string();
+    let mut body = Vec::with_capacity(unversioned.len() + version.len());
+    body.extend_from_slice(b"{\"version\":");
+    body.extend_from_slice(version.as_bytes());
+    body.extend_from_slice(rest);
+    Some(body.into())
 }
 
 impl Document {
@@ -78,9 +109,26 @@ impl Document {
         version: i64,
         gateway_generations: Arc<BTreeMap<ObjectName, i64>>,
     ) -> Result<Self, serde_json::Error> {
-        let mut versioned = (*config).clone();
-        versioned.version = version;
-        let body = Bytes::from(serde_json::to_vec(&versioned)?);
+        let unversioned = unversioned_json(&config)?;
+        Self::stamp_serialized(config, &unversioned, hash, version, gateway_generations)
+    }
+
+    /// Stamps `config`, already serialised as `unversioned` ([`unversioned_json`]), with `version`.
+    pub fn stamp_serialized(
+        config: Arc<Config>,
+        unversioned: &[u8],
+        hash: DocumentHash,
+        version: i64,
+        gateway_generations: Arc<BTreeMap<ObjectName, i64>>,
+    ) -> Result<Self, serde_json::Error> {
+        let body = match with_version(unversioned, version) {
+            Some(body) => body,
+            None => {
+                let mut versioned = (*config).clone();
+                versioned.version = version;
+                Bytes::from(serde_json::to_vec(&versioned)?)
+            }
+        };
         Ok(Self {
             version,
             hash,
@@ -171,5 +219,23 @@ mod tests {
         assert_eq!(again.hash, doc.hash);
         let body: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
         assert_eq!(body["version"], 43);
+    }
+
+    #[test]
+    fn stamped_body_is_the_config_serialised_with_its_version() {
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "version": 7,
+            "hasGrpcRoute": true,
+            "rules": [{"hostnames": ["a.example.com"], "backends": [{"url": "http://10.0.0.1:80", "weight": 1}]}],
+        }))
+        .unwrap();
+        let cfg = Arc::new(cfg);
+        let hash = document_hash(&cfg).unwrap();
+        for version in [1, 42, i64::MAX] {
+            let doc = Document::stamp(cfg.clone(), hash, version, Arc::default()).unwrap();
+            let mut expected = (*cfg).clone();
+            expected.version = version;
+            assert_eq!(doc.body, serde_json::to_vec(&expected).unwrap());
+        }
     }
 }

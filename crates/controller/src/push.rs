@@ -24,7 +24,7 @@ use tunnelgate_config::Config;
 use crate::auth_token::AuthTokens;
 use crate::debounce::Trigger;
 use crate::discovery::{Target, TargetKey};
-use crate::document::{Document, DocumentHash, VersionCounter, document_hash};
+use crate::document::{Document, DocumentHash, VersionCounter, hash_of, unversioned_json};
 use crate::metrics::{Metrics, StateLabel, TargetLabel};
 use crate::options::ObjectName;
 
@@ -139,7 +139,8 @@ impl Pusher {
         config: Config,
         gateway_generations: BTreeMap<ObjectName, i64>,
     ) -> Result<Arc<Document>, serde_json::Error> {
-        let hash = document_hash(&config)?;
+        let unversioned = unversioned_json(&config)?;
+        let hash = hash_of(&unversioned);
         let generations = Arc::new(gateway_generations);
         let mut published = None;
         let mut error = None;
@@ -155,8 +156,9 @@ impl Pusher {
                 published = Some(doc);
                 return false;
             }
-            match Document::stamp(
-                Arc::new(config.clone()),
+            match Document::stamp_serialized(
+                Arc::new(config),
+                &unversioned,
                 hash,
                 self.shared.counter.next(),
                 generations.clone(),

@@ -410,14 +410,14 @@ mod tests {
     fn only_gateways_of_our_classes_count_for_programmed() {
         let snapshot = Snapshot {
             gateway_classes: vec![
-                serde_json::from_value(json!({"metadata": {"name": "ours"}, "spec": {"controllerName": "tunnelgate.dev/gateway-controller"}})).unwrap(),
-                serde_json::from_value(json!({"metadata": {"name": "theirs"}, "spec": {"controllerName": "example.net/other"}})).unwrap(),
+                Arc::new(serde_json::from_value(json!({"metadata": {"name": "ours"}, "spec": {"controllerName": "tunnelgate.dev/gateway-controller"}})).unwrap()),
+                Arc::new(serde_json::from_value(json!({"metadata": {"name": "theirs"}, "spec": {"controllerName": "example.net/other"}})).unwrap()),
             ],
             gateways: vec![
-                serde_json::from_value(json!({"metadata": {"namespace": "a", "name": "g1", "generation": 3},
-                    "spec": {"gatewayClassName": "ours", "listeners": []}})).unwrap(),
-                serde_json::from_value(json!({"metadata": {"namespace": "b", "name": "g2", "generation": 7},
-                    "spec": {"gatewayClassName": "theirs", "listeners": []}})).unwrap(),
+                Arc::new(serde_json::from_value(json!({"metadata": {"namespace": "a", "name": "g1", "generation": 3},
+                    "spec": {"gatewayClassName": "ours", "listeners": []}})).unwrap()),
+                Arc::new(serde_json::from_value(json!({"metadata": {"namespace": "b", "name": "g2", "generation": 7},
+                    "spec": {"gatewayClassName": "theirs", "listeners": []}})).unwrap()),
             ],
             ..Snapshot::default()
         };

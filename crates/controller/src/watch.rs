@@ -111,20 +111,17 @@ impl Stores {
         self.namespaces.wait_until_ready().await
     }
 
-    /// A copy of every cached object, as the translation wants it.
+    /// Every cached object, as the translation wants it. The objects are shared with the caches, not copied.
     pub fn snapshot(&self) -> Snapshot {
-        fn owned<K: Clone + Resource<DynamicType = ()>>(store: &Store<K>) -> Vec<K> {
-            store.state().iter().map(|o| (**o).clone()).collect()
-        }
         Snapshot {
-            gateway_classes: owned(&self.gateway_classes),
-            gateways: owned(&self.gateways),
-            http_routes: owned(&self.http_routes),
-            grpc_routes: owned(&self.grpc_routes),
-            reference_grants: owned(&self.reference_grants),
-            services: owned(&self.services),
-            endpoint_slices: owned(&self.endpoint_slices),
-            namespaces: owned(&self.namespaces),
+            gateway_classes: self.gateway_classes.state(),
+            gateways: self.gateways.state(),
+            http_routes: self.http_routes.state(),
+            grpc_routes: self.grpc_routes.state(),
+            reference_grants: self.reference_grants.state(),
+            services: self.services.state(),
+            endpoint_slices: self.endpoint_slices.state(),
+            namespaces: self.namespaces.state(),
         }
     }
 }

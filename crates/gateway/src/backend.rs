@@ -1,9 +1,11 @@
 //! Backend resolution (`controller.md` §4, §5.2, §5.3): a backendRef or mirror target becomes URLs, from
 //! EndpointSlices when they exist, with invalid references keeping their weight share as `unavailableStatus`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use k8s_openapi::api::core::v1::ServiceSpec;
+use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 use tunnelgate_config as wire;
 
 use crate::route::{ObjectRef, RouteKind};
@@ -22,13 +24,13 @@ pub(crate) struct RefProblem {
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     /// Endpoint URLs when expanded, else exactly one URL (DNS name, ExternalName, or a descriptive URL for an
-    /// unavailable ref).
-    pub urls: Vec<String>,
+    /// unavailable ref). Shared: many routes reference the same Service port.
+    pub urls: Rc<[String]>,
     /// True when `urls` are endpoints that each become a backend.
     pub expanded: bool,
     /// The Service DNS URL (or `urls[0]`), used when the ref is not expanded (weight 0).
-    pub service_url: String,
-    pub protocol: String,
+    pub service_url: Rc<str>,
+    pub protocol: &'static str,
     pub websocket: bool,
     pub unavailable_status: i32,
 }
@@ -37,9 +39,16 @@ pub(crate) struct Target {
 pub(crate) struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    grants: HashMap<&'a str, Vec<&'a ReferenceGrant>>,
+    /// ReferenceGrants by (grant namespace, from group, from kind, from namespace).
+    grants: HashMap<GrantKey<'a>, Vec<&'a ReferenceGrant>>,
+    /// Resolved Service ports by (Service, port, gRPC): thousands of routes name the same few Services, and
+    /// expanding endpoints into URLs is the costly part of resolving one. The Service is keyed by its address,
+    /// which is unique and stable while the snapshot is borrowed.
+    resolved: RefCell<HashMap<(*const Service, i32, bool), Target>>,
     opts: &'a TranslateOptions,
 }
+
+type GrantKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -48,7 +57,7 @@ impl<'a> Resolver<'a> {
         let mut services = HashMap::new();
         for s in &snapshot.services {
             if let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref()) {
-                services.insert((ns, name), s);
+                services.insert((ns, name), &**s);
             }
         }
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
@@ -58,16 +67,25 @@ impl<'a> Resolver<'a> {
                 slices.entry((ns, svc.as_str())).or_default().push(s);
             }
         }
-        let mut grants: HashMap<&str, Vec<&ReferenceGrant>> = HashMap::new();
+        let mut grants: HashMap<GrantKey<'a>, Vec<&ReferenceGrant>> = HashMap::new();
         for g in &snapshot.reference_grants {
-            if let Some(ns) = g.metadata.namespace.as_deref() {
-                grants.entry(ns).or_default().push(g);
+            let Some(ns) = g.metadata.namespace.as_deref() else {
+                continue;
+            };
+            for f in &g.spec.from {
+                let list = grants
+                    .entry((ns, f.group.as_str(), f.kind.as_str(), f.namespace.as_str()))
+                    .or_default();
+                if !list.last().is_some_and(|last| std::ptr::eq(*last, &**g)) {
+                    list.push(g);
+                }
             }
         }
         Resolver {
             services,
             slices,
             grants,
+            resolved: RefCell::default(),
             opts,
         }
     }
@@ -83,17 +101,12 @@ impl<'a> Resolver<'a> {
         to_kind: &str,
         to_name: &str,
     ) -> bool {
-        self.grants.get(to_namespace).is_some_and(|grants| {
+        let key = (to_namespace, from_group, from_kind, from_namespace);
+        self.grants.get(&key).is_some_and(|grants| {
             grants.iter().any(|g| {
-                g.spec
-                    .from
-                    .iter()
-                    .any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_namespace)
-                    && g.spec.to.iter().any(|t| {
-                        t.group.is_empty()
-                            && t.kind == to_kind
-                            && t.name.as_deref().is_none_or(|n| n == to_name)
-                    })
+                g.spec.to.iter().any(|t| {
+                    t.group.is_empty() && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == to_name)
+                })
             })
         })
     }
@@ -107,23 +120,27 @@ impl<'a> Resolver<'a> {
     ) -> (Target, Option<RefProblem>) {
         let namespace = target.namespace.as_deref().unwrap_or(route_namespace);
         let name = target.name.as_str();
-        let port_suffix = target.port.map(|p| format!(":{p}")).unwrap_or_default();
-        let service_url = format!(
-            "http://{name}.{namespace}.svc.{}{port_suffix}",
-            self.opts.cluster_domain
-        );
-        let fail = |status: i32, problem: Option<RefProblem>| {
+        let service_url = || -> Rc<str> {
+            let port_suffix = target.port.map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "http://{name}.{namespace}.svc.{}{port_suffix}",
+                self.opts.cluster_domain
+            )
+            .into()
+        };
+        let fail = |status: i32, reason: &'static str, message: String| {
+            let service_url = service_url();
             let target = Target {
-                urls: vec![service_url.clone()],
+                urls: Rc::from([service_url.to_string()]),
                 expanded: false,
-                service_url: service_url.clone(),
-                protocol: String::new(),
+                service_url,
+                protocol: "",
                 websocket: false,
                 unavailable_status: status,
             };
-            (target, problem)
+            (target, Some(RefProblem { reason, message }))
         };
-        let describe = format!("{namespace}/{name}");
+        let describe = || format!("{namespace}/{name}");
         if !(target.group.is_empty() && target.kind == "Service") {
             let group = if target.group.is_empty() {
                 "core"
@@ -132,13 +149,13 @@ impl<'a> Resolver<'a> {
             };
             return fail(
                 500,
-                Some(RefProblem {
-                    reason: "InvalidKind",
-                    message: format!(
-                        "backendRef {describe}: kind {}/{} is not supported",
-                        group, target.kind
-                    ),
-                }),
+                "InvalidKind",
+                format!(
+                    "backendRef {}: kind {}/{} is not supported",
+                    describe(),
+                    group,
+                    target.kind
+                ),
             );
         }
         if namespace != route_namespace
@@ -153,45 +170,52 @@ impl<'a> Resolver<'a> {
         {
             return fail(
                 500,
-                Some(RefProblem {
-                    reason: "RefNotPermitted",
-                    message: format!(
-                        "backendRef {describe}: no ReferenceGrant in namespace {namespace} allows it"
-                    ),
-                }),
+                "RefNotPermitted",
+                format!(
+                    "backendRef {}: no ReferenceGrant in namespace {namespace} allows it",
+                    describe()
+                ),
             );
         }
-        let not_found = |message: String| {
-            fail(
+        let Some(service) = self.services.get(&(namespace, name)).copied() else {
+            return fail(
                 500,
-                Some(RefProblem {
-                    reason: "BackendNotFound",
-                    message,
-                }),
-            )
+                "BackendNotFound",
+                format!("backendRef {}: Service not found", describe()),
+            );
         };
-        let Some(service) = self.services.get(&(namespace, name)) else {
-            return not_found(format!("backendRef {describe}: Service not found"));
+        let Some(port) = target.port else {
+            return fail(
+                500,
+                "BackendNotFound",
+                format!("backendRef {}: port is required for a Service", describe()),
+            );
         };
+        let key = (std::ptr::from_ref(service), port, route_kind == RouteKind::Grpc);
+        if let Some(resolved) = self.resolved.borrow().get(&key) {
+            return (resolved.clone(), None);
+        }
         let default_spec = ServiceSpec::default();
         let spec = service.spec.as_ref().unwrap_or(&default_spec);
-        let Some(port) = target.port else {
-            return not_found(format!("backendRef {describe}: port is required for a Service"));
-        };
         let Some(service_port) = spec.ports.iter().flatten().find(|p| p.port == port) else {
-            return not_found(format!("backendRef {describe}: port {port} not found"));
+            return fail(
+                500,
+                "BackendNotFound",
+                format!("backendRef {}: port {port} not found", describe()),
+            );
         };
+        let service_url = service_url();
         let mut resolved = Target {
-            urls: vec![service_url.clone()],
+            urls: Rc::from([service_url.to_string()]),
             expanded: false,
-            service_url: service_url.clone(),
-            protocol: String::new(),
+            service_url,
+            protocol: "",
             websocket: false,
             unavailable_status: 0,
         };
         match service_port.app_protocol.as_deref() {
             None | Some("" | "http" | "HTTP") => {}
-            Some("kubernetes.io/h2c") => resolved.protocol = "h2c".to_owned(),
+            Some("kubernetes.io/h2c") => resolved.protocol = "h2c",
             Some("kubernetes.io/ws") => resolved.websocket = true,
             // TLS towards the backend needs a BackendTLSPolicy, which this translation does not read: fail
             // closed as the spec requires for a TLS backend without a policy.
@@ -203,33 +227,50 @@ impl<'a> Resolver<'a> {
             Some(other) => {
                 return fail(
                     500,
-                    Some(RefProblem {
-                        reason: "UnsupportedProtocol",
-                        message: format!("backendRef {describe}: appProtocol {other:?} is not supported"),
-                    }),
+                    "UnsupportedProtocol",
+                    format!(
+                        "backendRef {}: appProtocol {other:?} is not supported",
+                        describe()
+                    ),
                 );
             }
         }
         if route_kind == RouteKind::Grpc {
-            resolved.protocol = "h2c".to_owned();
+            resolved.protocol = "h2c";
         }
+        self.expand(&mut resolved, spec, service_port, (namespace, name), port);
+        self.resolved.borrow_mut().insert(key, resolved.clone());
+        (resolved, None)
+    }
+
+    /// Fills in the URLs of a resolved Service port: the ExternalName, the ready endpoints, or (DNS resolution,
+    /// or no EndpointSlice) the Service DNS name already in `resolved`.
+    fn expand(
+        &self,
+        resolved: &mut Target,
+        spec: &ServiceSpec,
+        service_port: &ServicePort,
+        service: (&str, &str),
+        port: i32,
+    ) {
         if spec.type_.as_deref() == Some("ExternalName") {
             let host = spec.external_name.as_deref().unwrap_or_default();
-            resolved.urls = vec![format!("http://{host}:{port}")];
-            resolved.service_url = resolved.urls[0].clone();
-            return (resolved, None);
+            let url = format!("http://{host}:{port}");
+            resolved.service_url = url.as_str().into();
+            resolved.urls = Rc::from([url]);
+            return;
         }
         if self.opts.backend_resolution == BackendResolution::Dns {
-            return (resolved, None);
+            return;
         }
-        let Some(slices) = self.slices.get(&(namespace, name)) else {
+        let Some(slices) = self.slices.get(&service) else {
             if spec.cluster_ip.as_deref() == Some("None") {
                 // A headless Service has no virtual IP to fall back to.
                 resolved.unavailable_status = 503;
             }
-            return (resolved, None);
+            return;
         };
-        let mut endpoints: Vec<(String, i32)> = Vec::new();
+        let mut endpoints: Vec<(&str, i32)> = Vec::new();
         for slice in slices {
             let slice_port = slice
                 .ports
@@ -243,16 +284,16 @@ impl<'a> Resolver<'a> {
                 let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                 if ready {
                     for address in &endpoint.addresses {
-                        endpoints.push((address.clone(), target_port));
+                        endpoints.push((address.as_str(), target_port));
                     }
                 }
             }
         }
-        endpoints.sort();
+        endpoints.sort_unstable();
         endpoints.dedup();
         if endpoints.is_empty() {
             resolved.unavailable_status = 503;
-            return (resolved, None);
+            return;
         }
         resolved.urls = endpoints
             .iter()
@@ -265,7 +306,6 @@ impl<'a> Resolver<'a> {
             })
             .collect();
         resolved.expanded = true;
-        (resolved, None)
     }
 }
 
@@ -315,19 +355,19 @@ pub(crate) fn weighted_backends(refs: Vec<ResolvedBackend>) -> Vec<wire::Backend
         } else {
             r.target.unavailable_status
         };
-        let urls: Vec<&String> = if expands(r) {
-            r.target.urls.iter().collect()
+        let urls: Vec<&str> = if expands(r) {
+            r.target.urls.iter().map(String::as_str).collect()
         } else if r.weight <= 0 {
-            vec![&r.target.service_url]
+            vec![&*r.target.service_url]
         } else {
-            r.target.urls.iter().take(1).collect()
+            r.target.urls.iter().take(1).map(String::as_str).collect()
         };
         for url in urls {
             out.push((
                 wire::BackendRef {
-                    url: url.clone(),
+                    url: url.to_owned(),
                     weight: 0,
-                    protocol: r.target.protocol.clone(),
+                    protocol: r.target.protocol.to_owned(),
                     tls: None,
                     filters: r.filters.clone(),
                     websocket: r.target.websocket,

@@ -1,6 +1,7 @@
 //! Gateways, their listeners, and binding routes to them (`controller.md` §3, §6.2, §6.3).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use gateway_api::gateways::{
     GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
@@ -104,8 +105,8 @@ impl<'a> GatewayView<'a> {
     /// Binds `route` through `parent` (already known to name this Gateway) to the listeners that accept it.
     pub(crate) fn bind(
         &self,
-        route: &Route,
-        parent: &ParentRef,
+        route: &Route<'_>,
+        parent: &ParentRef<'_>,
         namespaces: &NamespaceLabels<'_>,
     ) -> Result<Binding, BindFailure> {
         if self.rejected.is_some() {
@@ -119,19 +120,19 @@ impl<'a> GatewayView<'a> {
         let mut any_hostnames: Option<Hostnames> = None;
         for (index, view) in self.listeners.iter().enumerate() {
             let l = view.listener;
-            if parent.section_name.as_ref().is_some_and(|s| *s != l.name)
-                || parent.port.is_some_and(|p| p != l.port)
+            if parent.section_name.is_some_and(|s| s != l.name)
+                || parent.key.port.is_some_and(|p| p != l.port)
             {
                 continue;
             }
             if !view.protocol_supported
                 || !view.kinds.contains(&route.kind.kind())
-                || !self.namespace_allowed(view, &route.namespace, namespaces)
+                || !self.namespace_allowed(view, route.namespace, namespaces)
             {
                 worst = worst.max(BindFailure::NotAllowedByListeners);
                 continue;
             }
-            let Some(hostnames) = Hostnames::intersect(l.hostname.as_deref(), &route.hostnames) else {
+            let Some(hostnames) = Hostnames::intersect(l.hostname.as_deref(), route.hostnames) else {
                 worst = worst.max(BindFailure::NoMatchingListenerHostname);
                 continue;
             };
@@ -166,7 +167,7 @@ impl<'a> GatewayView<'a> {
             Some(From::All) => true,
             Some(From::Selector) => allowed
                 .and_then(|n| n.selector.as_ref())
-                .is_some_and(|s| selector_matches(s, &namespaces.labels(route_namespace))),
+                .is_some_and(|s| selector_matches(s, |key| namespaces.label(route_namespace, key))),
         }
     }
 }
@@ -301,6 +302,9 @@ fn mark_conflicts(listeners: &mut [ListenerView<'_>]) {
     }
 }
 
+/// The label the API server puts on every namespace, with the namespace's name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// Namespace labels for `allowedRoutes.namespaces.selector`, including the `kubernetes.io/metadata.name` label
 /// the API server puts on every namespace (added here too, so it works when the Namespace object is absent).
 pub(crate) struct NamespaceLabels<'a> {
@@ -308,7 +312,7 @@ pub(crate) struct NamespaceLabels<'a> {
 }
 
 impl<'a> NamespaceLabels<'a> {
-    pub(crate) fn new(namespaces: &'a [Namespace]) -> NamespaceLabels<'a> {
+    pub(crate) fn new(namespaces: &'a [Arc<Namespace>]) -> NamespaceLabels<'a> {
         let by_name = namespaces
             .iter()
             .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
@@ -316,30 +320,28 @@ impl<'a> NamespaceLabels<'a> {
         NamespaceLabels { by_name }
     }
 
-    fn labels(&self, namespace: &str) -> BTreeMap<String, String> {
-        let mut labels = self
-            .by_name
-            .get(namespace)
-            .map(|l| (*l).clone())
-            .unwrap_or_default();
-        labels.insert("kubernetes.io/metadata.name".to_owned(), namespace.to_owned());
-        labels
+    /// The value of label `key` on `namespace`.
+    fn label<'n>(&'n self, namespace: &'n str, key: &str) -> Option<&'n str> {
+        if key == NAMESPACE_NAME_LABEL {
+            return Some(namespace);
+        }
+        self.by_name.get(namespace)?.get(key).map(String::as_str)
     }
 }
 
-/// Kubernetes label selector semantics; an unknown operator matches nothing.
-fn selector_matches(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
+/// Kubernetes label selector semantics over a label lookup; an unknown operator matches nothing.
+fn selector_matches<'l>(selector: &Selector, label: impl Fn(&str) -> Option<&'l str>) -> bool {
     let by_labels = selector
         .match_labels
         .iter()
         .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+        .all(|(k, v)| label(k) == Some(v.as_str()));
     let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or(&[]);
-        let value = labels.get(&e.key);
+        let value = label(&e.key);
         match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+            "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
             "Exists" => value.is_some(),
             "DoesNotExist" => value.is_none(),
             _ => false,

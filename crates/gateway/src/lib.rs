@@ -13,6 +13,8 @@
 //! pure function of its inputs (the clock reading is an input, [`TranslateOptions::now`]), so the controller and
 //! `tunnelgate proxy --routes` share it and it can be tested from fixtures.
 
+use std::sync::Arc;
+
 #[macro_use]
 mod filter;
 mod backend;
@@ -50,16 +52,19 @@ pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Every object a translation reads. The order inside each `Vec` does not matter; [`translate`] sorts what it
 /// needs (routes by creation time, then namespace/name).
+///
+/// Objects are shared (`Arc`) so that the controller can take a snapshot of its informer caches, which hold
+/// `Arc`s, without copying thousands of objects on every sync.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub gateway_classes: Vec<GatewayClass>,
-    pub gateways: Vec<Gateway>,
-    pub http_routes: Vec<HttpRoute>,
-    pub grpc_routes: Vec<GrpcRoute>,
-    pub reference_grants: Vec<ReferenceGrant>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub namespaces: Vec<Namespace>,
+    pub gateway_classes: Vec<Arc<GatewayClass>>,
+    pub gateways: Vec<Arc<Gateway>>,
+    pub http_routes: Vec<Arc<HttpRoute>>,
+    pub grpc_routes: Vec<Arc<GrpcRoute>>,
+    pub reference_grants: Vec<Arc<ReferenceGrant>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub namespaces: Vec<Arc<Namespace>>,
 }
 
 /// How a Service backendRef becomes backend URLs (`controller.md` §5.2, `--backend-resolution`).

@@ -1,6 +1,7 @@
 //! File mode input: Kubernetes YAML (one file, or a directory tree of them, multi-document) into a [`Snapshot`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -173,7 +174,7 @@ fn namespaced(mut value: Value) -> Value {
     value
 }
 
-fn typed<T: DeserializeOwned>(value: Value, kind: &str) -> Result<T, String> {
+fn typed<T: DeserializeOwned>(value: Value, kind: &str) -> Result<Arc<T>, String> {
     let name = value
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -181,8 +182,10 @@ fn typed<T: DeserializeOwned>(value: Value, kind: &str) -> Result<T, String> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Err(format!("{kind}: missing metadata.name"));
     };
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        format!("{kind} {name}: {} at {path}", e.into_inner())
-    })
+    serde_path_to_error::deserialize(value)
+        .map(Arc::new)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            format!("{kind} {name}: {} at {path}", e.into_inner())
+        })
 }

@@ -1,8 +1,13 @@
 //! HTTPRoute and GRPCRoute read into one shape, so binding, backend resolution and rule emission are written
-//! once. Matches and plain filters are converted to wire types here; references (backends, mirror targets) stay
-//! unresolved for [`crate::backend`].
+//! once. The `gateway-api` crate generates a separate type per kind for every part of a route (parentRefs,
+//! backendRefs, header matches, status parents, ...) with the same field names, so the shared parts are read by
+//! macros over those field names; only the match and filter kinds that exist for one route kind alone are read by
+//! kind-specific code. Matches and plain filters are converted to wire types here; references (backends, mirror
+//! targets) stay unresolved for [`crate::backend`].
+//!
+//! A [`Route`] borrows from the object it was read from, so reading 5,000 routes copies no names and no status.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
 use tunnelgate_config as wire;
 
@@ -14,31 +19,54 @@ pub(crate) enum RouteKind {
     Grpc,
 }
 
-/// A route of either kind, normalised.
-#[derive(Debug)]
-pub(crate) struct Route {
+/// A route of either kind, normalised, borrowing from the object.
+pub(crate) struct Route<'a> {
     pub kind: RouteKind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: &'a str,
+    pub name: &'a str,
     pub generation: Option<i64>,
-    pub created: Option<Time>,
-    pub hostnames: Vec<String>,
-    pub parent_refs: Vec<ParentRef>,
+    pub created: Option<&'a Time>,
+    pub hostnames: &'a [String],
+    pub parent_refs: Vec<ParentRef<'a>>,
     pub rules: Vec<Rule>,
-    /// `status.parents` as found on the object, verbatim.
-    pub current_parents: Vec<Value>,
+    /// `status.parents` as found on the object, in order.
+    pub current_parents: Vec<CurrentParent<'a>>,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct ParentRef {
-    pub group: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
+/// A `parentRef` with the API defaults applied (group `gateway.networking.k8s.io`, kind `Gateway`).
+pub(crate) struct ParentRef<'a> {
+    pub key: ParentKey<'a>,
+    /// The route's namespace when `namespace` is unset.
+    pub namespace: &'a str,
+    pub section_name: Option<&'a str>,
+    /// The parentRef exactly as written, for the status entry; serialised only when the entry is written.
+    pub echo: &'a dyn ToJson,
+}
+
+/// The identity of a parentRef: two refs with equal keys share one status entry. Unset optional fields compare
+/// as empty, so `namespace: <route namespace>` and an unset namespace are different refs, as in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ParentKey<'a> {
+    pub group: &'a str,
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
     pub port: Option<i32>,
-    pub section_name: Option<String>,
-    /// The parentRef exactly as written, echoed into the status entry.
-    pub echo: Value,
+    pub section_name: &'a str,
+}
+
+/// One entry of the route's current `status.parents`.
+pub(crate) struct CurrentParent<'a> {
+    pub controller_name: &'a str,
+    pub key: ParentKey<'a>,
+    pub conditions: &'a [Condition],
+    /// The whole entry, for entries of other controllers, which are copied unchanged.
+    pub entry: &'a dyn ToJson,
+}
+
+/// A generated parentRef or status parent type, serialised only when a status entry needs it.
+pub(crate) trait ToJson {
+    fn to_json(&self) -> Value;
 }
 
 #[derive(Debug)]
@@ -79,6 +107,11 @@ pub(crate) struct ObjectRef {
     pub port: Option<i32>,
 }
 
+/// A Gateway API route object of either kind.
+pub(crate) trait RouteObject {
+    fn read(&self) -> Route<'_>;
+}
+
 impl RouteKind {
     pub(crate) fn kind(self) -> &'static str {
         match self {
@@ -88,141 +121,86 @@ impl RouteKind {
     }
 }
 
-impl Route {
-    pub(crate) fn from_http(route: &HttpRoute) -> Route {
-        let spec = &route.spec;
-        let parent_refs = spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentRef {
-                group: p.group.clone().unwrap_or_else(|| GATEWAY_GROUP.to_owned()),
-                kind: p.kind.clone().unwrap_or_else(|| "Gateway".to_owned()),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                port: p.port,
-                section_name: p.section_name.clone(),
-                echo: serde_json::to_value(p).unwrap_or(Value::Null),
-            })
-            .collect();
-        let rules = match &spec.rules {
-            // The CRD defaults an absent rule list to one rule matching every path, without backends.
-            None => vec![Rule::empty()],
-            Some(rules) => rules.iter().map(http_rule).collect(),
-        };
-        let current_parents = route
-            .status
-            .as_ref()
-            .and_then(|s| serde_json::to_value(&s.parents).ok())
-            .and_then(|v| match v {
-                Value::Array(a) => Some(a),
-                _ => None,
-            })
-            .unwrap_or_default();
-        Route::new(
-            RouteKind::Http,
-            &route.metadata,
-            spec.hostnames.clone(),
-            parent_refs,
-            rules,
-            current_parents,
-        )
-    }
-
-    pub(crate) fn from_grpc(route: &GrpcRoute) -> Route {
-        let spec = &route.spec;
-        let parent_refs = spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentRef {
-                group: p.group.clone().unwrap_or_else(|| GATEWAY_GROUP.to_owned()),
-                kind: p.kind.clone().unwrap_or_else(|| "Gateway".to_owned()),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                port: p.port,
-                section_name: p.section_name.clone(),
-                echo: serde_json::to_value(p).unwrap_or(Value::Null),
-            })
-            .collect();
-        let rules = match &spec.rules {
-            None => vec![Rule::empty()],
-            Some(rules) => rules.iter().map(grpc_rule).collect(),
-        };
-        let current_parents = route
-            .status
-            .as_ref()
-            .and_then(|s| serde_json::to_value(&s.parents).ok())
-            .and_then(|v| match v {
-                Value::Array(a) => Some(a),
-                _ => None,
-            })
-            .unwrap_or_default();
-        Route::new(
-            RouteKind::Grpc,
-            &route.metadata,
-            spec.hostnames.clone(),
-            parent_refs,
-            rules,
-            current_parents,
-        )
-    }
-
-    fn new(
-        kind: RouteKind,
-        meta: &ObjectMeta,
-        hostnames: Option<Vec<String>>,
-        parent_refs: Vec<ParentRef>,
-        rules: Vec<Rule>,
-        current_parents: Vec<Value>,
-    ) -> Route {
-        Route {
-            kind,
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
-            name: meta.name.clone().unwrap_or_default(),
-            generation: meta.generation,
-            created: meta.creation_timestamp.clone(),
-            hostnames: hostnames.unwrap_or_default(),
-            parent_refs,
-            rules,
-            current_parents,
-        }
-    }
-
-    /// Our current conditions for `parent`, to carry `lastTransitionTime` over.
-    pub(crate) fn current_conditions(&self, parent: &ParentRef, controller_name: &str) -> Vec<Condition> {
-        self.current_parents
-            .iter()
-            .find(|p| {
-                p.get("controllerName").and_then(Value::as_str) == Some(controller_name)
-                    && p.get("parentRef")
-                        .is_some_and(|r| same_parent_ref(r, &parent.echo))
-            })
-            .and_then(|p| p.get("conditions"))
-            .and_then(|c| serde_json::from_value(c.clone()).ok())
-            .unwrap_or_default()
+impl<T: serde::Serialize> ToJson for T {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
-/// Parent refs are equal when their fields are, with defaults applied.
-pub(crate) fn same_parent_ref(a: &Value, b: &Value) -> bool {
-    let field = |v: &Value, k: &str, default: &str| -> String {
-        match v.get(k) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => default.to_owned(),
+/// The [`ParentKey`] of a generated parentRef type (spec or status).
+macro_rules! parent_key {
+    ($p:expr) => {{
+        let p = $p;
+        ParentKey {
+            group: p.group.as_deref().unwrap_or(GATEWAY_GROUP),
+            kind: p.kind.as_deref().unwrap_or("Gateway"),
+            namespace: p.namespace.as_deref().unwrap_or(""),
+            name: p.name.as_str(),
+            port: p.port,
+            section_name: p.section_name.as_deref().unwrap_or(""),
+        }
+    }};
+}
+
+/// [`RouteObject`] for a generated route type; `$rule` converts one of its rules.
+macro_rules! route_object {
+    ($route:ty, $kind:expr, $rule:path) => {
+        impl RouteObject for $route {
+            fn read(&self) -> Route<'_> {
+                let meta = &self.metadata;
+                let namespace = meta.namespace.as_deref().unwrap_or("default");
+                let spec = &self.spec;
+                Route {
+                    kind: $kind,
+                    namespace,
+                    name: meta.name.as_deref().unwrap_or(""),
+                    generation: meta.generation,
+                    created: meta.creation_timestamp.as_ref(),
+                    hostnames: spec.hostnames.as_deref().unwrap_or(&[]),
+                    parent_refs: spec
+                        .parent_refs
+                        .iter()
+                        .flatten()
+                        .map(|p| ParentRef {
+                            key: parent_key!(p),
+                            namespace: p.namespace.as_deref().unwrap_or(namespace),
+                            section_name: p.section_name.as_deref(),
+                            echo: p,
+                        })
+                        .collect(),
+                    rules: match &spec.rules {
+                        // The CRD defaults an absent rule list to one rule matching every path, without backends.
+                        None => vec![Rule::empty()],
+                        Some(rules) => rules.iter().map($rule).collect(),
+                    },
+                    current_parents: self
+                        .status
+                        .iter()
+                        .flat_map(|s| s.parents.iter())
+                        .map(|p| CurrentParent {
+                            controller_name: p.controller_name.as_str(),
+                            key: parent_key!(&p.parent_ref),
+                            conditions: &p.conditions,
+                            entry: p,
+                        })
+                        .collect(),
+                }
+            }
         }
     };
-    [
-        ("group", GATEWAY_GROUP),
-        ("kind", "Gateway"),
-        ("namespace", ""),
-        ("name", ""),
-        ("port", ""),
-        ("sectionName", ""),
-    ]
-    .iter()
-    .all(|(k, d)| field(a, k, d) == field(b, k, d))
+}
+
+route_object!(HttpRoute, RouteKind::Http, http_rule);
+route_object!(GrpcRoute, RouteKind::Grpc, grpc_rule);
+
+impl Route<'_> {
+    /// Our current conditions for `parent`, to carry `lastTransitionTime` over.
+    pub(crate) fn current_conditions(&self, parent: &ParentKey<'_>, controller_name: &str) -> &[Condition] {
+        self.current_parents
+            .iter()
+            .find(|p| p.controller_name == controller_name && p.key == *parent)
+            .map_or(&[], |p| p.conditions)
+    }
 }
 
 impl Rule {
@@ -238,13 +216,58 @@ impl Rule {
     }
 }
 
+/// Header matches of either route kind → wire matches; `$regex` is the generated `RegularExpression` variant.
+macro_rules! header_matches {
+    ($headers:expr, $regex:path) => {
+        $headers
+            .iter()
+            .flatten()
+            .map(|h| wire::ValueMatch {
+                kind: match h.r#type {
+                    Some($regex) => wire::ValueMatchType::RegularExpression,
+                    _ => wire::ValueMatchType::Exact,
+                },
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect()
+    };
+}
+
+/// The name, filters and backendRefs of a rule of either kind; `$filter` converts one filter (rule or
+/// backendRef level) of that kind.
+macro_rules! rule_common {
+    ($rule:expr, $filter:ident) => {{
+        let rule = $rule;
+        let mut out = Rule::empty();
+        out.name = rule.name.clone();
+        out.filters = rule.filters.iter().flatten().map(|f| $filter!(f)).collect();
+        out.backends = rule
+            .backend_refs
+            .iter()
+            .flatten()
+            .map(|b| BackendRef {
+                target: ObjectRef {
+                    group: b.group.clone().unwrap_or_default(),
+                    kind: b.kind.clone().unwrap_or_else(|| "Service".to_owned()),
+                    name: b.name.clone(),
+                    namespace: b.namespace.clone(),
+                    port: b.port,
+                },
+                weight: b.weight.unwrap_or(1),
+                filters: b.filters.iter().flatten().map(|f| $filter!(f)).collect(),
+            })
+            .collect();
+        out
+    }};
+}
+
 fn http_rule(rule: &gateway_api::httproutes::HttpRouteRules) -> Rule {
     use gateway_api::httproutes::{
         HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
         HttpRouteRulesMatchesQueryParamsType as QueryType,
     };
-    let mut out = Rule::empty();
-    out.name = rule.name.clone();
+    let mut out = rule_common!(rule, http_filter);
     for m in rule.matches.iter().flatten() {
         let path = m.path.as_ref();
         let kind = match path.and_then(|p| p.r#type.as_ref()) {
@@ -255,57 +278,12 @@ fn http_rule(rule: &gateway_api::httproutes::HttpRouteRules) -> Rule {
         let value = path
             .and_then(|p| p.value.clone())
             .unwrap_or_else(|| "/".to_owned());
-        let headers = m
-            .headers
-            .iter()
-            .flatten()
-            .map(|h| wire::ValueMatch {
-                kind: match h.r#type {
-                    Some(HeaderType::RegularExpression) => wire::ValueMatchType::RegularExpression,
-                    _ => wire::ValueMatchType::Exact,
-                },
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect();
-        let query_params = m
-            .query_params
-            .iter()
-            .flatten()
-            .map(|q| wire::ValueMatch {
-                kind: match q.r#type {
-                    Some(QueryType::RegularExpression) => wire::ValueMatchType::RegularExpression,
-                    _ => wire::ValueMatchType::Exact,
-                },
-                name: q.name.clone(),
-                value: q.value.clone(),
-            })
-            .collect();
-        let method = m
-            .method
-            .as_ref()
-            .and_then(|me| serde_json::to_value(me).ok())
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let method = m.method.as_ref().map(crate::filter::enum_str).unwrap_or_default();
         out.matches.push(wire::RouteMatch {
             path: Some(wire::PathMatch { kind, value }),
-            headers,
-            query_params,
+            headers: header_matches!(m.headers, HeaderType::RegularExpression),
+            query_params: header_matches!(m.query_params, QueryType::RegularExpression),
             method,
-        });
-    }
-    out.filters = rule.filters.iter().flatten().map(|f| http_filter!(f)).collect();
-    for b in rule.backend_refs.iter().flatten() {
-        out.backends.push(BackendRef {
-            target: ObjectRef {
-                group: b.group.clone().unwrap_or_default(),
-                kind: b.kind.clone().unwrap_or_else(|| "Service".to_owned()),
-                name: b.name.clone(),
-                namespace: b.namespace.clone(),
-                port: b.port,
-            },
-            weight: b.weight.unwrap_or(1),
-            filters: b.filters.iter().flatten().map(|f| http_filter!(f)).collect(),
         });
     }
     if let Some(t) = &rule.timeouts {
@@ -332,8 +310,7 @@ fn grpc_rule(rule: &gateway_api::grpcroutes::GrpcRouteRules) -> Rule {
     use gateway_api::grpcroutes::{
         GrpcRouteRulesMatchesHeadersType as HeaderType, GrpcRouteRulesMatchesMethodType as MethodType,
     };
-    let mut out = Rule::empty();
-    out.name = rule.name.clone();
+    let mut out = rule_common!(rule, grpc_filter);
     for m in rule.matches.iter().flatten() {
         let path = m.method.as_ref().and_then(|method| {
             let service = method.service.as_deref().filter(|s| !s.is_empty());
@@ -364,38 +341,11 @@ fn grpc_rule(rule: &gateway_api::grpcroutes::GrpcRouteRules) -> Rule {
                 },
             }
         });
-        let headers = m
-            .headers
-            .iter()
-            .flatten()
-            .map(|h| wire::ValueMatch {
-                kind: match h.r#type {
-                    Some(HeaderType::RegularExpression) => wire::ValueMatchType::RegularExpression,
-                    _ => wire::ValueMatchType::Exact,
-                },
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect();
         out.matches.push(wire::RouteMatch {
             path,
-            headers,
+            headers: header_matches!(m.headers, HeaderType::RegularExpression),
             query_params: Vec::new(),
             method: String::new(),
-        });
-    }
-    out.filters = rule.filters.iter().flatten().map(|f| grpc_filter!(f)).collect();
-    for b in rule.backend_refs.iter().flatten() {
-        out.backends.push(BackendRef {
-            target: ObjectRef {
-                group: b.group.clone().unwrap_or_default(),
-                kind: b.kind.clone().unwrap_or_else(|| "Service".to_owned()),
-                name: b.name.clone(),
-                namespace: b.namespace.clone(),
-                port: b.port,
-            },
-            weight: b.weight.unwrap_or(1),
-            filters: b.filters.iter().flatten().map(|f| grpc_filter!(f)).collect(),
         });
     }
     out

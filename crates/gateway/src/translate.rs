@@ -9,14 +9,17 @@ use tunnelgate_config as wire;
 use crate::backend::{RefProblem, ResolvedBackend, Resolver, weighted_backends};
 use crate::binding::{BindFailure, Binding, GatewayView, NamespaceLabels, route_kind_entry};
 use crate::hostname::Hostnames;
-use crate::route::{Filter, ParentRef, Route, Rule};
+use crate::route::{Filter, ParentKey, ParentRef, Route, RouteObject, Rule};
 use crate::status::Conditions;
 use crate::{
     GATEWAY_API_VERSION, GATEWAY_GROUP, GatewayClass, ObjectStatus, Snapshot, TranslateOptions, Translation,
 };
 
 /// A route parentRef of ours and how binding went: (Gateway index, binding) or (reason, message).
-type ParentOutcome<'r> = (&'r ParentRef, Result<(usize, Binding), (&'static str, String)>);
+type ParentOutcome<'r> = (
+    &'r ParentRef<'r>,
+    Result<(usize, Binding), (&'static str, String)>,
+);
 
 /// Translates a snapshot into the routing document and the status of every object we manage.
 ///
@@ -30,6 +33,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
         .gateway_classes
         .iter()
         .filter(|c| c.spec.controller_name == opts.controller_name)
+        .map(|c| &**c)
         .collect();
     classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut accepted_classes = HashSet::new();
@@ -55,10 +59,10 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
         .map(|g| GatewayView::new(g, &resolver))
         .collect();
     gateways.sort_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
-    let gateway_index: HashMap<(String, String), usize> = gateways
+    let gateway_index: HashMap<(&str, &str), usize> = gateways
         .iter()
         .enumerate()
-        .map(|(i, g)| ((g.namespace.to_owned(), g.name.to_owned()), i))
+        .map(|(i, g)| ((g.namespace, g.name), i))
         .collect();
     let known_gateways: HashSet<(&str, &str)> = snapshot
         .gateways
@@ -71,20 +75,11 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
         })
         .collect();
 
-    let mut http: Vec<Route> = snapshot.http_routes.iter().map(Route::from_http).collect();
-    let mut grpc: Vec<Route> = snapshot.grpc_routes.iter().map(Route::from_grpc).collect();
+    let mut http: Vec<Route<'_>> = snapshot.http_routes.iter().map(|r| r.read()).collect();
+    let mut grpc: Vec<Route<'_>> = snapshot.grpc_routes.iter().map(|r| r.read()).collect();
     // Rule order encodes the spec's tie-breaks: oldest route first, then namespace/name.
     for routes in [&mut http, &mut grpc] {
-        routes.sort_by(|a, b| {
-            let key = |r: &Route| {
-                (
-                    r.created.as_ref().map(|t| t.0),
-                    r.namespace.clone(),
-                    r.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        routes.sort_unstable_by_key(|r| (r.created.map(|t| t.0), r.namespace, r.name));
     }
 
     // Phase 1: bind every route and build its rules. Validation waits until all candidate rules are known, so
@@ -95,14 +90,11 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
     for route in http.iter().chain(grpc.iter()) {
         let mut outcomes: Vec<ParentOutcome<'_>> = Vec::new();
         for parent in &route.parent_refs {
-            if parent.group != GATEWAY_GROUP || parent.kind != "Gateway" {
+            if parent.key.group != GATEWAY_GROUP || parent.key.kind != "Gateway" {
                 continue;
             }
-            let namespace = parent
-                .namespace
-                .clone()
-                .unwrap_or_else(|| route.namespace.clone());
-            match gateway_index.get(&(namespace.clone(), parent.name.clone())) {
+            let namespace = parent.namespace;
+            match gateway_index.get(&(namespace, parent.key.name)) {
                 Some(&g) => {
                     let result = gateways[g]
                         .bind(route, parent, &namespaces)
@@ -111,14 +103,12 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                     outcomes.push((parent, result));
                 }
                 // In file mode every Gateway is ours, so a reference to a missing one is our business.
-                None if adopt_all
-                    && !known_gateways.contains(&(namespace.as_str(), parent.name.as_str())) =>
-                {
+                None if adopt_all && !known_gateways.contains(&(namespace, parent.key.name)) => {
                     outcomes.push((
                         parent,
                         Err((
                             BindFailure::NoMatchingParent.reason(),
-                            format!("Gateway {namespace}/{} not found", parent.name),
+                            format!("Gateway {namespace}/{} not found", parent.key.name),
                         )),
                     ));
                 }
@@ -207,12 +197,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             all_dropped,
             opts,
         ) {
-            route_statuses.push((
-                route.kind.is_grpc(),
-                route.namespace.clone(),
-                route.name.clone(),
-                status,
-            ));
+            route_statuses.push((route.kind.is_grpc(), route.namespace, route.name, status));
         }
     }
 
@@ -225,15 +210,15 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             status: gateway_status(g, opts),
         });
     }
-    route_statuses.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    route_statuses.sort_unstable_by_key(|(grpc, namespace, name, _)| (*grpc, *namespace, *name));
     statuses.extend(
         route_statuses
             .into_iter()
             .map(|(grpc, namespace, name, status)| ObjectStatus {
                 api_version: GATEWAY_API_VERSION.to_owned(),
                 kind: if grpc { "GRPCRoute" } else { "HTTPRoute" }.to_owned(),
-                namespace: Some(namespace),
-                name,
+                namespace: Some(namespace.to_owned()),
+                name: name.to_owned(),
                 status,
             }),
     );
@@ -243,7 +228,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
 /// A route between binding and status: its parent outcomes, reference problems, and rules dropped so far
 /// (rule index, message).
 struct PendingRoute<'r> {
-    route: &'r Route,
+    route: &'r Route<'r>,
     outcomes: Vec<ParentOutcome<'r>>,
     problems: Vec<RefProblem>,
     dropped: Vec<(usize, String)>,
@@ -276,7 +261,7 @@ fn bind_message(failure: BindFailure, gateway: &GatewayView<'_>) -> String {
 /// `problems` whether or not the rule survives.
 fn build_rule(
     rule: &Rule,
-    route: &Route,
+    route: &Route<'_>,
     hostnames: &[String],
     resolver: &Resolver<'_>,
     problems: &mut Vec<RefProblem>,
@@ -292,7 +277,7 @@ fn build_rule(
                 true
             }
             Filter::Mirror { target, percent } => {
-                let (resolved, problem) = resolver.resolve(target, route.kind, &route.namespace);
+                let (resolved, problem) = resolver.resolve(target, route.kind, route.namespace);
                 if let Some(mut p) = problem {
                     p.message = format!("RequestMirror {}", p.message);
                     problems.push(p);
@@ -304,7 +289,7 @@ fn build_rule(
                         backend_url: url.clone(),
                         percent: *percent,
                         tls: None,
-                        protocol: resolved.protocol.clone(),
+                        protocol: resolved.protocol.to_owned(),
                     });
                     filters.push(f);
                 }
@@ -326,7 +311,7 @@ fn build_rule(
     }
     let mut resolved_backends = Vec::new();
     for b in &rule.backends {
-        let (target, problem) = resolver.resolve(&b.target, route.kind, &route.namespace);
+        let (target, problem) = resolver.resolve(&b.target, route.kind, route.namespace);
         problems.extend(problem);
         let mut backend_filters = Vec::new();
         let mut filter_failed = false;
@@ -382,11 +367,11 @@ fn class_status(class: &GatewayClass, opts: &TranslateOptions) -> (Value, bool) 
     let previous = class
         .status
         .as_ref()
-        .and_then(|s| s.conditions.clone())
+        .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
     let c = Conditions {
         generation: class.metadata.generation,
-        previous: &previous,
+        previous,
         now: &opts.now,
     };
     let accepted = class.spec.parameters_ref.is_none();
@@ -430,10 +415,10 @@ fn class_status(class: &GatewayClass, opts: &TranslateOptions) -> (Value, bool) 
 
 fn gateway_status(g: &GatewayView<'_>, opts: &TranslateOptions) -> Value {
     let current = g.gateway.status.as_ref();
-    let previous = current.and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let previous = current.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
     let c = Conditions {
         generation: g.gateway.metadata.generation,
-        previous: &previous,
+        previous,
         now: &opts.now,
     };
     let accepted = g.rejected.is_none();
@@ -446,14 +431,13 @@ fn gateway_status(g: &GatewayView<'_>, opts: &TranslateOptions) -> Value {
     let mut listeners = Vec::new();
     for view in &g.listeners {
         let l = view.listener;
-        let previous: Vec<Condition> = current
+        let previous = current
             .and_then(|s| s.listeners.as_ref())
             .and_then(|ls| ls.iter().find(|x| x.name == l.name))
-            .map(|x| x.conditions.clone())
-            .unwrap_or_default();
+            .map_or(&[][..], |x| x.conditions.as_slice());
         let lc = Conditions {
             generation: g.gateway.metadata.generation,
-            previous: &previous,
+            previous,
             now: &opts.now,
         };
         let mut conds = Vec::new();
@@ -547,39 +531,35 @@ fn programmed(c: &Conditions<'_>, valid: bool, acknowledged: bool) -> Condition 
 /// The route's whole `.status`: other controllers' parent entries unchanged, then ours. `None` when we have
 /// nothing to say and nothing of ours to remove.
 fn route_status(
-    route: &Route,
+    route: &Route<'_>,
     outcomes: &[ParentOutcome<'_>],
     problems: &[RefProblem],
     dropped: &[String],
     all_dropped: bool,
     opts: &TranslateOptions,
 ) -> Option<Value> {
-    let ours =
-        |p: &Value| p.get("controllerName").and_then(Value::as_str) == Some(opts.controller_name.as_str());
-    let had_ours = route.current_parents.iter().any(ours);
+    let ours = opts.controller_name.as_str();
+    let had_ours = route.current_parents.iter().any(|p| p.controller_name == ours);
     if outcomes.is_empty() && !had_ours {
         return None;
     }
     let mut parents: Vec<Value> = route
         .current_parents
         .iter()
-        .filter(|p| !ours(p))
-        .cloned()
+        .filter(|p| p.controller_name != ours)
+        .map(|p| p.entry.to_json())
         .collect();
-    let mut seen: Vec<&Value> = Vec::new();
+    let mut seen: Vec<&ParentKey<'_>> = Vec::new();
     for (parent, outcome) in outcomes {
         // Two identical parentRefs share one status entry.
-        if seen
-            .iter()
-            .any(|s| crate::route::same_parent_ref(s, &parent.echo))
-        {
+        if seen.contains(&&parent.key) {
             continue;
         }
-        seen.push(&parent.echo);
-        let previous = route.current_conditions(parent, &opts.controller_name);
+        seen.push(&parent.key);
+        let previous = route.current_conditions(&parent.key, ours);
         let c = Conditions {
             generation: route.generation,
-            previous: &previous,
+            previous,
             now: &opts.now,
         };
         let mut conditions = vec![match outcome {
@@ -608,11 +588,20 @@ fn route_status(
         if !dropped.is_empty() && !all_dropped && outcome.is_ok() {
             conditions.push(c.make("PartiallyInvalid", true, "UnsupportedValue", dropped.join("; ")));
         }
-        parents.push(json!({
-            "parentRef": parent.echo,
-            "controllerName": opts.controller_name,
-            "conditions": conditions,
-        }));
+        // Built by hand rather than with `json!`, which would copy the values it is given.
+        let mut entry = serde_json::Map::new();
+        entry.insert("parentRef".to_owned(), parent.echo.to_json());
+        entry.insert(
+            "controllerName".to_owned(),
+            Value::String(opts.controller_name.clone()),
+        );
+        entry.insert(
+            "conditions".to_owned(),
+            serde_json::to_value(&conditions).unwrap_or(Value::Null),
+        );
+        parents.push(Value::Object(entry));
     }
-    Some(json!({ "parents": parents }))
+    let mut status = serde_json::Map::new();
+    status.insert("parents".to_owned(), Value::Array(parents));
+    Some(Value::Object(status))
 }
