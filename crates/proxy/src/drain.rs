@@ -29,28 +29,30 @@ struct Shared {
     all_closed: Notify,
 }
 
+/// A connection counted as open by a [`Drain`]; dropping it counts the connection as closed.
+pub struct Ticket {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
 /// A connection future watched by a [`Drain`].
 pub struct Watched<C> {
     conn: Pin<Box<C>>,
     graceful_shutdown: fn(Pin<&mut C>),
-    shared: Arc<Shared>,
-    id: u64,
+    ticket: Ticket,
     registered: bool,
     shutting_down: bool,
 }
 
 impl Drain {
-    /// Counts `conn` as open from now on (so that a drain waits for it even before its first poll).
-    pub fn watch<C: Future>(&self, conn: C, graceful_shutdown: fn(Pin<&mut C>)) -> Watched<C> {
+    /// Counts a connection as open from now on, before its future exists (so that a drain waits for a connection
+    /// that was accepted but not yet polled).
+    pub fn ticket(&self) -> Ticket {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.shared.open).insert(id, None);
-        Watched {
-            conn: Box::pin(conn),
-            graceful_shutdown,
+        Ticket {
             shared: self.shared.clone(),
             id,
-            registered: false,
-            shutting_down: false,
         }
     }
 
@@ -71,21 +73,35 @@ impl Drain {
     }
 }
 
+impl Ticket {
+    /// Watches the connection's future; `graceful_shutdown` is called on it once when a drain starts.
+    pub fn watch<C: Future>(self, conn: C, graceful_shutdown: fn(Pin<&mut C>)) -> Watched<C> {
+        Watched {
+            conn: Box::pin(conn),
+            graceful_shutdown,
+            ticket: self,
+            registered: false,
+            shutting_down: false,
+        }
+    }
+}
+
 impl<C: Future> Future for Watched<C> {
     type Output = C::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let this = self.get_mut();
+        let shared = &this.ticket.shared;
         if !this.shutting_down {
             if !this.registered {
                 // A connection stays on its task, so the first waker stays valid for its whole life.
-                if let Some(slot) = lock(&this.shared.open).get_mut(&this.id) {
+                if let Some(slot) = lock(&shared.open).get_mut(&this.ticket.id) {
                     *slot = Some(cx.waker().clone());
                 }
                 this.registered = true;
             }
             // Read after registering: a drain that started in between has either seen the waker or set the flag.
-            if this.shared.draining.load(Ordering::SeqCst) {
+            if shared.draining.load(Ordering::SeqCst) {
                 this.shutting_down = true;
                 (this.graceful_shutdown)(this.conn.as_mut());
             }
@@ -94,7 +110,7 @@ impl<C: Future> Future for Watched<C> {
     }
 }
 
-impl<C> Drop for Watched<C> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         let mut open = lock(&self.shared.open);
         open.remove(&self.id);
@@ -133,10 +149,10 @@ mod tests {
     #[tokio::test]
     async fn drain_tells_polled_and_unpolled_connections_and_waits_for_them() {
         let drain = Drain::default();
-        let polled = tokio::spawn(drain.watch(Conn { told: false }, tell));
+        let polled = tokio::spawn(drain.ticket().watch(Conn { told: false }, tell));
         tokio::time::sleep(Duration::from_millis(20)).await;
         // Created but not polled until after the drain started.
-        let unpolled = drain.watch(Conn { told: false }, tell);
+        let unpolled = drain.ticket().watch(Conn { told: false }, tell);
         let waiting = tokio::spawn({
             let drain = drain.clone();
             async move { drain.shutdown().await }
@@ -153,6 +169,23 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_ticket_without_a_connection_is_waited_for_until_dropped() {
+        let drain = Drain::default();
+        let ticket = drain.ticket();
+        let waiting = tokio::spawn({
+            let drain = drain.clone();
+            async move { drain.shutdown().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        drop(ticket);
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .unwrap()

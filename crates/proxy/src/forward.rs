@@ -57,19 +57,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    if present & CONNECTION_BIT != 0 {
+    if present & CONNECTION_BIT != 0 && names_other_fields(headers) {
         // Removing by `&str` needs no owned `HeaderName`; the values are cloned (reference counts) because the
-        // removals below need the map mutably. Tokens naming a fixed hop-by-hop field (`keep-alive`, which
-        // nginx and most clients send) are left to the removals below.
+        // removals below need the map mutably.
         let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
         for value in &named {
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
-                if token.is_empty()
-                    || HOP_BY_HOP
-                        .iter()
-                        .any(|h| token.eq_ignore_ascii_case(h.as_bytes()))
-                {
+                if token.is_empty() || is_fixed_hop_by_hop(token) {
                     continue;
                 }
                 if let Ok(token) = std::str::from_utf8(token) {
@@ -114,6 +109,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// A `Connection` token naming a field the fixed list removes anyway (`keep-alive`, which nginx and most clients
+/// send).
+fn is_fixed_hop_by_hop(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| token.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// Whether `Connection` names any field beyond the fixed list, i.e. whether its tokens need lookups at all.
+fn names_other_fields(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|token| !token.is_empty() && !is_fixed_hop_by_hop(token))
+    })
+}
+
 /// An HTTP/1.1 upgrade request: a non-empty `Upgrade` and a `Connection` carrying the `upgrade` token.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     let has_upgrade = headers
@@ -131,8 +145,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
     // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`; backends expect the plain IPv4 form.
+    let peer = peer.to_canonical();
+    if !headers.contains_key(&name) {
+        headers.insert(name, peer_value(peer));
+        return;
+    }
     let mut ip = [0u8; 64];
-    let ip = format_ip(peer.to_canonical(), &mut ip);
+    let ip = format_ip(peer, &mut ip);
     let existing_len: usize = headers.get_all(&name).iter().map(|v| v.len() + 2).sum();
     let mut buf = BytesMut::with_capacity(existing_len + ip.len());
     for existing in headers.get_all(&name) {
@@ -147,6 +166,28 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     if let Ok(value) = HeaderValue::from_maybe_shared(buf.freeze()) {
         headers.insert(name, value);
     }
+}
+
+/// The header value of a lone peer IP. The last one is kept per thread: a keep-alive connection sends many
+/// requests from one peer, and a clone is a reference count where formatting and validating is an allocation.
+fn peer_value(peer: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, value)) = last.as_ref()
+            && *ip == peer
+        {
+            return value.clone();
+        }
+        let mut buf = [0u8; 64];
+        let text = format_ip(peer, &mut buf);
+        // An IP's text is always a valid header value.
+        let value = HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *last = Some((peer, value.clone()));
+        value
+    })
 }
 
 /// Formats an IP into a stack buffer (no heap allocation). IPv4 digits are written directly: the formatting
@@ -272,6 +313,30 @@ mod tests {
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, "::1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn the_peer_value_follows_the_peer() {
+        for peer in ["192.0.2.7", "192.0.2.7", "198.51.100.1", "::1", "192.0.2.7"] {
+            let mut h = HeaderMap::new();
+            append_forwarded_for(&mut h, peer.parse().unwrap());
+            assert_eq!(h["x-forwarded-for"], peer);
+        }
+    }
+
+    #[test]
+    fn connection_naming_only_fixed_fields_needs_no_lookups() {
+        let h = map(&[("connection", "keep-alive, Keep-Alive")]);
+        assert!(!names_other_fields(&h));
+        let h = map(&[("connection", "keep-alive"), ("connection", "x-private")]);
+        assert!(names_other_fields(&h));
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod settings;
 mod state;
 mod tls;
 mod upgrade;
+mod workers;
 
 pub use body::{BoxError, ProxyBody};
 pub use metrics::Metrics;

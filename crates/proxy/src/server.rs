@@ -18,19 +18,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::body::{self, BoxError, ProxyBody};
 use crate::config_api::ConfigApi;
-use crate::drain::Drain;
+use crate::drain::{Drain, Ticket};
 use crate::forward::is_upgrade;
 use crate::framing::FramingGuard;
 use crate::service::{RequestContext, RequestService};
 use crate::settings::ProxySettings;
 use crate::state::ProxyState;
 use crate::upgrade::ClientUpgrade;
+use crate::workers::Workers;
 
 /// Config port: time to read a request head.
 const CONFIG_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,8 +104,17 @@ impl ProxyServer {
                 .max_connections
                 .map(|n| Arc::new(Semaphore::new(n.max(1)))),
         };
-        let data_task =
-            data_listener.map(|l| tokio::spawn(serve_data(l, service.clone(), limits, stop_data_rx)));
+        // Worker threads serve the data connections; 0 serves them on the caller's runtime.
+        let workers = match (&data_listener, settings.data_workers) {
+            (Some(_), n) if n > 0 => Some(Workers::start(n).map_err(|source| StartError {
+                which: "data workers",
+                addr: data_addr.unwrap_or(settings.config_addr),
+                source,
+            })?),
+            _ => None,
+        };
+        let data_task = data_listener
+            .map(|l| tokio::spawn(serve_data(l, service.clone(), limits, workers, stop_data_rx)));
         let config_task = tokio::spawn(serve_config(config_listener, api, stop_config_rx));
         tracing::info!(config = %config_addr, data = ?data_addr, "proxy listening");
         Ok(ProxyHandle {
@@ -194,6 +204,7 @@ async fn serve_data(
     listener: TcpListener,
     service: RequestService,
     limits: DataLimits,
+    workers: Option<Workers>,
     mut stop: watch::Receiver<bool>,
 ) {
     let drain = Drain::default();
@@ -221,48 +232,30 @@ async fn serve_data(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let service = service.clone();
-                    let first_request = Arc::new(AtomicBool::new(false));
-                    let seen = first_request.clone();
-                    let svc = service_fn(move |req| {
-                        seen.store(true, Ordering::Relaxed);
-                        serve_listener_request(service.clone(), peer, req)
-                    });
-                    // The framing guard refuses requests with both Content-Length and Transfer-Encoding.
-                    let io = TokioIo::new(FramingGuard::new(stream));
-                    let conn = builder.serve_connection_with_upgrades(io, svc);
-                    let conn = drain.watch(conn.into_owned(), auto::UpgradeableConnection::graceful_shutdown);
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        // hyper's header timeout starts only once HTTP/1 is chosen; the HTTP/2 preface sniff and
-                        // an HTTP/2 connection that never sends a request have none. Until the first request
-                        // arrives, the header-read timeout bounds the whole connection.
-                        let mut conn = std::pin::pin!(conn);
-                        // The deadline is polled only until the first request arrives and dropped then, so that
-                        // the wake-ups of a busy keep-alive connection poll the connection alone.
-                        let mut deadline = Some(Box::pin(tokio::time::sleep(header_read_timeout)));
-                        let result = std::future::poll_fn(|cx| {
-                            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                                return Poll::Ready(Some(result));
-                            }
-                            if let Some(sleep) = deadline.as_mut() {
-                                if first_request.load(Ordering::Relaxed) {
-                                    deadline = None;
-                                } else if sleep.as_mut().poll(cx).is_ready() {
-                                    return Poll::Ready(None);
-                                }
-                            }
-                            Poll::Pending
-                        })
-                        .await;
-                        let Some(result) = result else {
-                            tracing::debug!(%peer, "no request within the header read timeout; closing");
-                            return;
-                        };
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, %peer, "client connection ended with an error");
+                    let conn = DataConnection {
+                        service: service.clone(),
+                        builder: builder.clone(),
+                        // Counted from accept on, so that a drain waits for it even before a worker runs it.
+                        ticket: drain.ticket(),
+                        header_read_timeout,
+                        _permit: permit,
+                        peer,
+                    };
+                    match &workers {
+                        None => {
+                            tokio::spawn(conn.serve(stream));
                         }
-                    });
+                        // The socket moves to the worker's reactor: deregistered here, registered there.
+                        Some(workers) => match stream.into_std() {
+                            Ok(stream) => workers.spawn(async move {
+                                match TcpStream::from_std(stream) {
+                                    Ok(stream) => conn.serve(stream).await,
+                                    Err(e) => tracing::debug!(error = %e, peer = %conn.peer, "cannot register the connection"),
+                                }
+                            }),
+                            Err(e) => tracing::debug!(error = %e, %peer, "cannot hand the connection to a worker"),
+                        },
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -275,6 +268,69 @@ async fn serve_data(
     }
     drop(listener);
     drain.shutdown().await;
+    // The workers stop with `workers` here, after the last connection closed.
+}
+
+/// One accepted data connection and what serving it needs besides the socket.
+struct DataConnection {
+    service: RequestService,
+    builder: auto::Builder<TokioExecutor>,
+    ticket: Ticket,
+    header_read_timeout: Duration,
+    /// Held for the connection's life (PROXY_MAX_CONNECTIONS).
+    _permit: Option<OwnedSemaphorePermit>,
+    peer: SocketAddr,
+}
+
+impl DataConnection {
+    async fn serve(self, stream: TcpStream) {
+        let Self {
+            service,
+            builder,
+            ticket,
+            header_read_timeout,
+            _permit,
+            peer,
+        } = self;
+        let first_request = Arc::new(AtomicBool::new(false));
+        let seen = first_request.clone();
+        let svc = service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
+            serve_listener_request(service.clone(), peer, req)
+        });
+        // The framing guard refuses requests with both Content-Length and Transfer-Encoding.
+        let io = TokioIo::new(FramingGuard::new(stream));
+        let conn = builder.serve_connection_with_upgrades(io, svc);
+        let conn = ticket.watch(conn, auto::UpgradeableConnection::graceful_shutdown);
+        // hyper's header timeout starts only once HTTP/1 is chosen; the HTTP/2 preface sniff and an HTTP/2
+        // connection that never sends a request have none. Until the first request arrives, the header-read
+        // timeout bounds the whole connection.
+        let mut conn = std::pin::pin!(conn);
+        // The deadline is polled only until the first request arrives and dropped then, so that the wake-ups of
+        // a busy keep-alive connection poll the connection alone.
+        let mut deadline = Some(Box::pin(tokio::time::sleep(header_read_timeout)));
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            if let Some(sleep) = deadline.as_mut() {
+                if first_request.load(Ordering::Relaxed) {
+                    deadline = None;
+                } else if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let Some(result) = result else {
+            tracing::debug!(%peer, "no request within the header read timeout; closing");
+            return;
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, %peer, "client connection ended with an error");
+        }
+    }
 }
 
 async fn serve_listener_request(

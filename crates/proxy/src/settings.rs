@@ -35,6 +35,9 @@ pub struct ProxySettings {
     /// Data port: connections served at once. At the cap the listener stops accepting and further clients wait
     /// in the kernel's listen backlog. `None` = no cap.
     pub max_connections: Option<usize>,
+    /// Data port: worker threads, each with a single-threaded runtime, that serve the accepted connections
+    /// (`crate::workers`). 0 serves them on the runtime that started the proxy. Default: one per available core.
+    pub data_workers: usize,
 }
 
 /// Access-log switches (config-api.md §8, routing.md §13).
@@ -67,6 +70,7 @@ impl Default for ProxySettings {
             access_log: AccessLogSettings::default(),
             header_read_timeout: Duration::from_secs(60),
             max_connections: None,
+            data_workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }

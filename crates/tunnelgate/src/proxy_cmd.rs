@@ -502,6 +502,10 @@ fn settings_from(args: &EnvArgs) -> anyhow::Result<ProxySettings> {
         },
         header_read_timeout,
         max_connections,
+        // One single-threaded runtime per core serves the data connections (docs/proxy.md, "Threads and
+        // connection pools"); the multi-threaded runtime built in `run` keeps the config API, signals and the
+        // tunnel.
+        data_workers: defaults.data_workers,
     })
 }
 

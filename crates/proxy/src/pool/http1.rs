@@ -6,7 +6,9 @@
 //! so a proxied request wakes no other task and no other thread (hyper-util's legacy client runs every backend
 //! connection on a task of its own and passes each request and response through channels to it).
 //!
-//! Idle connections wait in a LIFO list without being polled. A checkout polls the candidate once: a connection
+//! Idle connections wait in a LIFO list without being polled, one list per data worker thread
+//! ([`crate::workers::slot`]): a connection is registered with the reactor of the thread that opened it and is
+//! only handed to requests on that thread. A checkout polls the candidate once: a connection
 //! the backend closed (or broke) in the meantime shows up there and is discarded. A sweeper task, started on the
 //! first return, closes connections idle longer than the idle timeout and discards dead ones.
 
@@ -41,7 +43,8 @@ struct Idle {
 /// The pool of one upstream. Shared by the requests using it and (weakly) by its sweeper.
 pub struct Http1Pool {
     connector: Connector,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle lists by worker slot.
+    idle: Mutex<Vec<Vec<Idle>>>,
     idle_timeout: Duration,
     max_idle: usize,
     sweeper_started: std::sync::atomic::AtomicBool,
@@ -72,7 +75,7 @@ impl Http1Pool {
     /// Idle connections in the pool.
     #[cfg(test)]
     pub fn idle_len(&self) -> usize {
-        self.lock().len()
+        self.lock().iter().map(Vec::len).sum()
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or on a new one. A request that a reused
@@ -128,8 +131,9 @@ impl Http1Pool {
     /// Takes the most recently used live connection. Each candidate is polled once: a closed or broken one
     /// finishes its future there and is dropped.
     fn checkout(&self, cx: &mut Context<'_>) -> Option<Box<Conn>> {
+        let slot = crate::workers::slot();
         loop {
-            let mut idle = self.lock().pop()?;
+            let mut idle = self.lock().get_mut(slot)?.pop()?;
             if Pin::new(&mut idle.conn.driver).poll(cx).is_pending() && idle.conn.sender.is_ready() {
                 return Some(idle.conn);
             }
@@ -157,13 +161,17 @@ impl Http1Pool {
             }
         }
         let since = Instant::now();
-        let mut idle = self.lock();
-        if idle.len() >= self.max_idle {
-            drop(idle);
-            return;
+        let slot = crate::workers::slot();
+        let mut lists = self.lock();
+        if lists.len() <= slot {
+            lists.resize_with(slot + 1, Vec::new);
         }
+        let Some(idle) = lists.get_mut(slot).filter(|idle| idle.len() < self.max_idle) else {
+            drop(lists);
+            return;
+        };
         idle.push(Idle { conn, since });
-        drop(idle);
+        drop(lists);
         if !self.sweeper_started.load(std::sync::atomic::Ordering::Relaxed)
             && !self
                 .sweeper_started
@@ -189,15 +197,17 @@ impl Http1Pool {
         let mut cx = Context::from_waker(Waker::noop());
         let mut closed = Vec::new();
         {
-            let mut idle = self.lock();
-            let mut i = 0;
-            while i < idle.len() {
-                let entry = &mut idle[i];
-                let expired = now.saturating_duration_since(entry.since) >= self.idle_timeout;
-                if expired || Pin::new(&mut entry.conn.driver).poll(&mut cx).is_ready() {
-                    closed.push(idle.remove(i));
-                } else {
-                    i += 1;
+            let mut lists = self.lock();
+            for idle in lists.iter_mut() {
+                let mut i = 0;
+                while i < idle.len() {
+                    let entry = &mut idle[i];
+                    let expired = now.saturating_duration_since(entry.since) >= self.idle_timeout;
+                    if expired || Pin::new(&mut entry.conn.driver).poll(&mut cx).is_ready() {
+                        closed.push(idle.remove(i));
+                    } else {
+                        i += 1;
+                    }
                 }
             }
         }
@@ -205,7 +215,7 @@ impl Http1Pool {
         drop(closed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Idle>>> {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
