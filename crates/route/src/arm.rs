@@ -25,7 +25,7 @@ pub(crate) enum PathCondition {
         prefix: String,
         len: usize,
     },
-    RegularExpression(regex::Regex),
+    RegularExpression(RegexPattern),
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +43,21 @@ pub(crate) struct QueryCondition {
 #[derive(Debug, Clone)]
 pub(crate) enum ValueCondition {
     Exact(Vec<u8>),
-    RegularExpression(regex::bytes::Regex),
+    RegularExpression(RegexPattern),
+}
+
+/// A compiled regular expression and its source text (the text's length is part of the precedence key).
+///
+/// Built with `regex-automata`'s meta engine rather than the `regex` crate, whose builder offers no way to turn
+/// off the full DFA: once another crate in the binary enables `regex-automata/dfa-build` (tracing-subscriber's
+/// env filter does), every small pattern is determinized into a dense DFA at compile time, about a million
+/// instructions and tens of KiB each. Matching uses the lazy DFA and the NFA engines, as `regex` does without
+/// that feature. The syntax and match semantics are those of `regex::Regex` (paths, UTF-8) and
+/// `regex::bytes::Regex` (header and query values).
+#[derive(Debug, Clone)]
+pub(crate) struct RegexPattern {
+    regex: regex_automata::meta::Regex,
+    text: Box<str>,
 }
 
 /// Rank of the path type in precedence: Exact, then RegularExpression, then PathPrefix. Greater is better.
@@ -81,6 +95,41 @@ pub struct Precedence {
 
 /// Longest query value decoded on the stack for a regex match; longer values that need decoding allocate.
 const QUERY_BUF: usize = 512;
+
+impl RegexPattern {
+    /// Compiles `pattern` with the `regex` crate's defaults, a `size_limit` on the compiled program, and no full
+    /// DFA. `utf8`: match `str` haystacks (`regex::Regex`) rather than bytes (`regex::bytes::Regex`).
+    pub(crate) fn new(
+        pattern: &str,
+        utf8: bool,
+        size_limit: usize,
+    ) -> Result<RegexPattern, Box<regex_automata::meta::BuildError>> {
+        use regex_automata::{MatchKind, meta, util::syntax};
+        let config = meta::Config::new()
+            .match_kind(MatchKind::LeftmostFirst)
+            .utf8_empty(utf8)
+            .nfa_size_limit(Some(size_limit))
+            .hybrid_cache_capacity(2 * (1 << 20))
+            .dfa(false);
+        let regex = meta::Builder::new()
+            .configure(config)
+            .syntax(syntax::Config::new().utf8(utf8))
+            .build(pattern)
+            .map_err(Box::new)?;
+        Ok(RegexPattern {
+            regex,
+            text: pattern.into(),
+        })
+    }
+
+    pub(crate) fn is_match(&self, haystack: &[u8]) -> bool {
+        self.regex.is_match(haystack)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+}
 
 impl Arm {
     /// The implicit arm of a rule without matches: PathPrefix `/`.
@@ -157,7 +206,7 @@ impl PathCondition {
         match self {
             PathCondition::Exact(value) => path == value,
             PathCondition::Prefix { prefix, .. } => prefix_matches(prefix, path),
-            PathCondition::RegularExpression(re) => re.is_match(path),
+            PathCondition::RegularExpression(re) => re.is_match(path.as_bytes()),
         }
     }
 }

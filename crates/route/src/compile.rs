@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::arm::{Arm, HeaderCondition, PathCondition, QueryCondition, ValueCondition};
+use crate::arm::{Arm, HeaderCondition, PathCondition, QueryCondition, RegexPattern, ValueCondition};
 use crate::backend::{Backend, Upstream, UpstreamProtocol, WeightTable};
 use crate::config::{self, FilterType, PathMatchType, PathModifierType, ValueMatchType};
 use crate::cors::{Cors, OriginPattern};
@@ -219,36 +219,26 @@ impl<'c> Compiler<'c> {
             }
             PathMatchType::Exact => PathCondition::Exact(p.value.clone()),
             PathMatchType::PathPrefix => PathCondition::prefix(&p.value),
-            PathMatchType::RegularExpression => {
-                match regex::RegexBuilder::new(&p.value)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
-                    Ok(re) => PathCondition::RegularExpression(re),
-                    Err(e) => {
-                        self.error(regex_message(&e));
-                        fallback
-                    }
+            PathMatchType::RegularExpression => match RegexPattern::new(&p.value, true, REGEX_SIZE_LIMIT) {
+                Ok(re) => PathCondition::RegularExpression(re),
+                Err(e) => {
+                    self.error(regex_message(&e));
+                    fallback
                 }
-            }
+            },
         }
     }
 
     fn value_match(&mut self, kind: ValueMatchType, value: &str) -> Option<ValueCondition> {
         match kind {
             ValueMatchType::Exact => Some(ValueCondition::Exact(value.as_bytes().to_vec())),
-            ValueMatchType::RegularExpression => {
-                match regex::bytes::RegexBuilder::new(value)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
-                    Ok(re) => Some(ValueCondition::RegularExpression(re)),
-                    Err(e) => {
-                        self.error(regex_message(&e));
-                        None
-                    }
+            ValueMatchType::RegularExpression => match RegexPattern::new(value, false, REGEX_SIZE_LIMIT) {
+                Ok(re) => Some(ValueCondition::RegularExpression(re)),
+                Err(e) => {
+                    self.error(regex_message(&e));
+                    None
                 }
-            }
+            },
         }
     }
 
@@ -810,13 +800,11 @@ fn valid_redirect_hostname(h: &str) -> bool {
 }
 
 /// `invalid regular expression: <reason>`, with the reason on one line.
-fn regex_message(e: &regex::Error) -> String {
-    let reason = match e {
-        regex::Error::CompiledTooBig(limit) => {
-            format!("compiled size exceeds the limit of {limit} bytes")
-        }
-        other => {
-            let text = other.to_string();
+fn regex_message(e: &regex_automata::meta::BuildError) -> String {
+    let reason = match (e.size_limit(), e.syntax_error()) {
+        (Some(limit), _) => format!("compiled size exceeds the limit of {limit} bytes"),
+        (None, syntax) => {
+            let text = syntax.map_or_else(|| e.to_string(), ToString::to_string);
             text.lines()
                 .rev()
                 .find_map(|l| l.trim().strip_prefix("error: "))
