@@ -176,13 +176,21 @@ class Tunnelgate:
 
     def memory(self):
         """(VmRSS, VmHWM) in KiB from /proc."""
+        values = self.status()
+        return values["VmRSS"], values["VmHWM"]
+
+    def anon(self):
+        """RssAnon in KiB: the RSS without the file-backed pages of the binary and libraries (heap and stacks)."""
+        return self.status()["RssAnon"]
+
+    def status(self):
         values = {}
         with open("/proc/%d/status" % self.proc.pid) as f:
             for line in f:
                 k, _, v = line.partition(":")
-                if k in ("VmRSS", "VmHWM"):
+                if k in ("VmRSS", "VmHWM", "RssAnon"):
                     values[k] = int(v.split()[0])
-        return values["VmRSS"], values["VmHWM"]
+        return values
 
 
 def measure_apply(tg, backend_url, rules, reps, first_version):
@@ -343,6 +351,8 @@ def print_report(res, out):
           " peak VmHWM %.1f MiB)\n"
           % (m["rss_1_kib"] / 1024, res["apply"]["rules"], m["rss_large_kib"] / 1024, len(res["apply"]["reps"]),
              m["rss_large_after_kib"] / 1024, SETTLE_S, m["rss_settled_kib"] / 1024, m["hwm_kib"] / 1024))
+        w("  of which anonymous (heap, stacks; RssAnon): %.1f MiB after the first apply, %.1f MiB settled\n"
+          % (m["anon_large_kib"] / 1024, m["anon_settled_kib"] / 1024))
         if "rss_after_load_kib" in m:
             w("tunnelgate RSS after the load rounds (1 rule, %d client conns): %.1f MiB\n"
               % (res["connections"], m["rss_after_load_kib"] / 1024))
@@ -464,17 +474,20 @@ def main():
             reps = measure_apply(tgm, backend_url, a.rules, 1, 2)
             time.sleep(0.3)
             rss_large, _ = tgm.memory()
+            anon_large = tgm.anon()
             reps += measure_apply(tgm, backend_url, a.rules, apply_reps - 1, 3) if apply_reps > 1 else []
             time.sleep(0.3)
             rss_after, hwm = tgm.memory()
             # An allocator that hands freed memory back to the OS after a delay (jemalloc's decay) shows it here.
             time.sleep(SETTLE_S)
             rss_settled, _ = tgm.memory()
+            anon_settled = tgm.anon()
             res["apply"] = {"rules": a.rules, "bytes": reps[0]["bytes"], "reps": reps,
                             "serving_ms": statistics.median(x["serving_ms"] for x in reps),
                             "put_response_ms": statistics.median(x["put_response_ms"] for x in reps)}
             res["memory"] = {"rss_1_kib": rss1, "rss_large_kib": rss_large, "rss_large_after_kib": rss_after,
-                             "rss_settled_kib": rss_settled, "hwm_kib": hwm}
+                             "rss_settled_kib": rss_settled, "hwm_kib": hwm,
+                             "anon_large_kib": anon_large, "anon_settled_kib": anon_settled}
             for x in reps:
                 print("apply v%d: serving after %.1f ms, PUT answered after %.1f ms (%d polls)" % (
                     x["version"], x["serving_ms"], x["put_response_ms"], x["polls"]), flush=True)
