@@ -314,10 +314,44 @@ impl Body for PooledBody {
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
+        if self.conn.is_some() && !self.body.is_end_stream() {
+            self.drain_buffered();
+        }
         // A response without a body (HEAD, 204, 304, `Content-Length: 0`) is never polled: return its connection
         // here. Anything else dropped before its end closes the connection with the drop of `conn`.
         if self.conn.is_some() && self.body.is_end_stream() {
             self.finish();
+        }
+    }
+}
+
+impl PooledBody {
+    /// The client went away before the end of the response. A short body usually sits in hyper's read buffer
+    /// already (it came with the head): read it to its end without waiting, so that the connection can be reused.
+    /// A body that would need more reads leaves `conn` in place, and the connection closes.
+    fn drain_buffered(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut drove = false;
+        for _ in 0..16 {
+            match Pin::new(&mut self.body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => drove = false,
+                Poll::Ready(None) => return,
+                Poll::Ready(Some(Err(_))) => {
+                    self.conn = None;
+                    return;
+                }
+                Poll::Pending if drove => return,
+                Poll::Pending => {
+                    let Some(conn) = self.conn.as_mut() else {
+                        return;
+                    };
+                    drove = true;
+                    if Pin::new(&mut conn.driver).poll(&mut cx).is_ready() {
+                        self.conn = None;
+                        return;
+                    }
+                }
+            }
         }
     }
 }

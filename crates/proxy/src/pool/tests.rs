@@ -161,6 +161,46 @@ async fn a_response_announcing_close_does_not_return_its_connection() {
 }
 
 #[tokio::test]
+async fn a_response_dropped_after_its_head_keeps_the_connection_when_its_body_was_buffered() {
+    let (addr, accepted) = closing_server(usize::MAX).await;
+    let client = UpstreamClient::new(upstream(&format!("http://{addr}")));
+    for _ in 0..5 {
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "pool.example.com")
+            .body(body::empty())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // The client went away: the body is never read by anyone.
+        drop(resp);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the two-byte body came with the head every time"
+    );
+    assert_eq!(client.idle_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_response_dropped_mid_body_closes_the_connection() {
+    let backend = Backend::start("pool").await;
+    let client = UpstreamClient::new(upstream(&backend.url()));
+    // `/stream/N` sends N bytes in 64 KiB chunks; dropped after the head, most of it is still unread.
+    let req = Request::builder()
+        .uri("/stream/20000000")
+        .header("host", "pool.example.com")
+        .body(body::empty())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    drop(resp);
+    assert_eq!(client.idle_connections(), 0);
+    assert_eq!(get(&client, "/").await.unwrap().0, StatusCode::OK);
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
 async fn idle_connections_close_after_the_idle_timeout() {
     let backend = Backend::start("pool").await;
     let client = UpstreamClient::with_idle_timeout(upstream(&backend.url()), Duration::from_millis(200));
