@@ -87,7 +87,10 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
     let mut pending: Vec<PendingRoute<'_>> = Vec::new();
     let mut candidates = wire::Config::default();
     let mut owners: Vec<(usize, usize)> = Vec::new();
-    for route in http.iter().chain(grpc.iter()) {
+    for route in http.iter_mut().chain(grpc.iter_mut()) {
+        // Each rule is built once, so its parts move into the document instead of being copied.
+        let mut rules = std::mem::take(&mut route.rules);
+        let route: &Route<'_> = route;
         let mut outcomes: Vec<ParentOutcome<'_>> = Vec::new();
         for parent in &route.parent_refs {
             if parent.key.group != GATEWAY_GROUP || parent.key.kind != "Gateway" {
@@ -128,6 +131,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
         }
         let mut entry = PendingRoute {
             route,
+            rules: Vec::new(),
             outcomes,
             problems: Vec::new(),
             dropped: Vec::new(),
@@ -136,7 +140,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
         if !entry.outcomes.is_empty() {
             // Rules are built even when no parent accepts the route, so that ResolvedRefs tells the truth.
             let config_hostnames = hostnames.clone().map(Hostnames::into_config).unwrap_or_default();
-            for (index, rule) in route.rules.iter().enumerate() {
+            for (index, rule) in rules.iter_mut().enumerate() {
                 match build_rule(rule, route, &config_hostnames, &resolver, &mut entry.problems) {
                     Ok(r) if hostnames.is_some() => {
                         candidates.rules.push(r);
@@ -147,6 +151,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                 }
             }
         }
+        entry.rules = rules;
         pending.push(entry);
     }
 
@@ -158,7 +163,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
         let entry = &mut pending[owner];
         match invalid.get(&position) {
             Some(message) => {
-                let dropped = dropped_message(&entry.route.rules[index], index, message);
+                let dropped = dropped_message(&entry.rules[index], index, message);
                 entry.dropped.push(dropped);
             }
             None => {
@@ -229,6 +234,8 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
 /// (rule index, message).
 struct PendingRoute<'r> {
     route: &'r Route<'r>,
+    /// The route's rules, taken out of `route` and emptied of what went into the document.
+    rules: Vec<Rule>,
     outcomes: Vec<ParentOutcome<'r>>,
     problems: Vec<RefProblem>,
     dropped: Vec<(usize, String)>,
@@ -258,9 +265,9 @@ fn bind_message(failure: BindFailure, gateway: &GatewayView<'_>) -> String {
 }
 
 /// One config rule, or why the rule is dropped (`controller.md` §5.6). Reference problems are collected into
-/// `problems` whether or not the rule survives.
+/// `problems` whether or not the rule survives. The rule's matches, filters and timeouts move into the result.
 fn build_rule(
-    rule: &Rule,
+    rule: &mut Rule,
     route: &Route<'_>,
     hostnames: &[String],
     resolver: &Resolver<'_>,
@@ -268,16 +275,14 @@ fn build_rule(
 ) -> Result<wire::RouteRule, String> {
     let mut unavailable_status = 0;
     let mut filters = Vec::new();
-    let apply_filter = |filters: &mut Vec<wire::RouteFilter>,
-                        filter: &Filter,
-                        problems: &mut Vec<RefProblem>| {
-        match filter {
+    let apply_filter =
+        |filters: &mut Vec<wire::RouteFilter>, filter: Filter, problems: &mut Vec<RefProblem>| match filter {
             Filter::Wire(f) => {
-                filters.push((**f).clone());
+                filters.push(*f);
                 true
             }
             Filter::Mirror { target, percent } => {
-                let (resolved, problem) = resolver.resolve(target, route.kind, route.namespace);
+                let (resolved, problem) = resolver.resolve(&target, route.kind, route.namespace);
                 if let Some(mut p) = problem {
                     p.message = format!("RequestMirror {}", p.message);
                     problems.push(p);
@@ -287,7 +292,7 @@ fn build_rule(
                     let mut f = wire::RouteFilter::new(wire::FilterType::RequestMirror);
                     f.request_mirror = Some(wire::RequestMirror {
                         backend_url: url.clone(),
-                        percent: *percent,
+                        percent,
                         tls: None,
                         protocol: resolved.protocol.to_owned(),
                     });
@@ -302,20 +307,19 @@ fn build_rule(
                 });
                 false
             }
-        }
-    };
-    for f in &rule.filters {
+        };
+    for f in std::mem::take(&mut rule.filters) {
         if !apply_filter(&mut filters, f, problems) {
             unavailable_status = 500;
         }
     }
     let mut resolved_backends = Vec::new();
-    for b in &rule.backends {
+    for b in std::mem::take(&mut rule.backends) {
         let (target, problem) = resolver.resolve(&b.target, route.kind, route.namespace);
         problems.extend(problem);
         let mut backend_filters = Vec::new();
         let mut filter_failed = false;
-        for f in &b.filters {
+        for f in b.filters {
             if !apply_filter(&mut backend_filters, f, problems) {
                 filter_failed = true;
             }
@@ -332,10 +336,10 @@ fn build_rule(
     }
     let out = wire::RouteRule {
         hostnames: hostnames.to_vec(),
-        matches: rule.matches.clone(),
+        matches: std::mem::take(&mut rule.matches),
         filters,
         backends: weighted_backends(resolved_backends),
-        timeouts: rule.timeouts.clone(),
+        timeouts: std::mem::take(&mut rule.timeouts),
         unavailable_status,
     };
     let all_prefix = out.matches.iter().all(|m| {
