@@ -436,7 +436,7 @@ where
         type Value = Vec<T>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a sequence or null")
+            f.write_str("a sequence")
         }
 
         fn visit_none<E: serde::de::Error>(self) -> Result<Vec<T>, E> {

@@ -214,3 +214,21 @@ fn go_duration_formats_like_go_duration_string() {
         assert_eq!(GoDuration::parse(text).unwrap().as_nanos(), nanos);
     }
 }
+
+#[test]
+fn array_field_of_the_wrong_type_is_a_type_error_with_its_path() {
+    let e =
+        Config::from_json_slice(br#"{"rules":[{"backends":[]},{"hostnames":"a.example.com"}]}"#).unwrap_err();
+    assert_eq!(e.path.as_deref(), Some("rules[1].hostnames"));
+    assert!(e.message.contains("expected a sequence"), "{}", e.message);
+}
+
+#[test]
+fn arrays_of_any_length_decode_in_order() {
+    let c = Config::from_json_slice(
+        br#"{"rules":[{"hostnames":["a"]},{"hostnames":["a","b"]},{"hostnames":["a","b","c","d","e"]},{"hostnames":[]}]}"#,
+    )
+    .unwrap();
+    let lens: Vec<_> = c.rules.iter().map(|r| r.hostnames.join(",")).collect();
+    assert_eq!(lens, ["a", "a,b", "a,b,c,d,e", ""]);
+}
