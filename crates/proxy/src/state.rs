@@ -363,6 +363,25 @@ mod tests {
     }
 
     #[test]
+    fn apply_retiring_hands_back_the_replaced_snapshot() {
+        let state = ProxyState::new(Registry::default());
+        let (status, first) = state.apply_retiring(&doc(1)).unwrap();
+        assert_eq!(status.version, 1);
+        assert_eq!(first.0.version, 0, "the empty snapshot the state started with");
+        let in_flight = state.active();
+        let (_, second) = state.apply_retiring(&doc(2)).unwrap();
+        assert_eq!(second.0.version, 1);
+        assert!(Arc::ptr_eq(&second.0, &in_flight));
+        assert_eq!(state.active().version, 2);
+        drop(in_flight);
+        second.release();
+        first.release();
+        // A refused document retires nothing and keeps the active table.
+        assert!(state.apply_retiring(&doc(1)).is_err());
+        assert_eq!(state.active().version, 2);
+    }
+
+    #[test]
     fn version_rules() {
         let state = ProxyState::new(Registry::default());
         assert_eq!(state.readiness(), Err("no config loaded"));
