@@ -232,3 +232,17 @@ fn arrays_of_any_length_decode_in_order() {
     let lens: Vec<_> = c.rules.iter().map(|r| r.hostnames.join(",")).collect();
     assert_eq!(lens, ["a", "a,b", "a,b,c,d,e", ""]);
 }
+
+#[test]
+fn decoded_arrays_keep_no_spare_capacity() {
+    let c = Config::from_json_slice(
+        br#"{"rules":[{"hostnames":["a"],"matches":[{"path":{"type":"Exact","value":"/"}}],
+            "backends":[{"url":"http://a","weight":1},{"url":"http://b","weight":1},{"url":"http://c","weight":1}]}]}"#,
+    )
+    .unwrap();
+    let rule = &c.rules[0];
+    assert_eq!(c.rules.capacity(), 1);
+    assert_eq!(rule.hostnames.capacity(), 1);
+    assert_eq!(rule.matches.capacity(), 1);
+    assert_eq!(rule.backends.capacity(), 3);
+}
