@@ -86,6 +86,10 @@ pub struct EnvArgs {
     /// Data port: most connections served at once; 0 (the default) means no cap.
     #[arg(long, env = "PROXY_MAX_CONNECTIONS", value_name = "N")]
     pub proxy_max_connections: Option<String>,
+    /// Data port: threads serving client connections, each with its own single-threaded runtime. Default: one
+    /// per available CPU (which follows the cgroup CPU quota); 0 serves them on the main runtime; at most 1024.
+    #[arg(long, env = "PROXY_DATA_WORKERS", value_name = "N")]
+    pub proxy_data_workers: Option<String>,
     /// One JSON line per request on stdout. Default false.
     #[arg(long, env = "PROXY_ACCESS_LOG_ENABLED", value_name = "BOOL")]
     pub proxy_access_log_enabled: Option<String>,
@@ -455,6 +459,13 @@ fn settings_from(args: &EnvArgs) -> anyhow::Result<ProxySettings> {
         0 => None,
         n => Some(usize::try_from(n).context("PROXY_MAX_CONNECTIONS: too large")?),
     };
+    let data_workers = match present(args.proxy_data_workers.as_deref()) {
+        None => defaults.data_workers,
+        Some(_) => match parse_int("PROXY_DATA_WORKERS", args.proxy_data_workers.as_deref(), 0)? {
+            n @ 0..=MAX_DATA_WORKERS => n as usize,
+            n => bail!("PROXY_DATA_WORKERS: at most {MAX_DATA_WORKERS}, got {n}"),
+        },
+    };
     Ok(ProxySettings {
         data_addr: Some(addr("PROXY_ADDR", args.proxy_addr.as_deref(), ":8080")?),
         config_addr: addr("PROXY_CONFIG_ADDR", args.proxy_config_addr.as_deref(), ":8081")?,
@@ -505,7 +516,7 @@ fn settings_from(args: &EnvArgs) -> anyhow::Result<ProxySettings> {
         // One single-threaded runtime per core serves the data connections (docs/proxy.md, "Threads and
         // connection pools"); the multi-threaded runtime built in `run` keeps the config API, signals and the
         // tunnel.
-        data_workers: defaults.data_workers,
+        data_workers,
     })
 }
 
@@ -534,6 +545,9 @@ pub fn parse_duration(var: &str, value: Option<&str>, default: Duration) -> anyh
     d.to_std()
         .ok_or_else(|| anyhow::anyhow!("{var}: duration must not be negative, got {v:?}"))
 }
+
+/// More data worker threads than this is a typo, not a machine.
+const MAX_DATA_WORKERS: u64 = 1024;
 
 fn parse_int(var: &str, value: Option<&str>, default: u64) -> anyhow::Result<u64> {
     let Some(v) = present(value) else {

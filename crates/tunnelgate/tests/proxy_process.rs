@@ -75,6 +75,7 @@ async fn proxy_serves_a_config_file_reloads_it_and_drains_on_sigterm() {
         .env("PROXY_CONFIG_ADDR", config.to_string())
         .env("PROXY_LOG_FORMAT", "text")
         .env("PROXY_GRACE_PERIOD", "5s")
+        .env("PROXY_DATA_WORKERS", "1")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -142,6 +143,12 @@ fn bad_environment_values_exit_1_naming_the_variable() {
     );
     run_expecting_failure(&[("PROXY_ADDR", "nowhere")], "PROXY_ADDR");
     run_expecting_failure(&[("PROXY_LOG_FORMAT", "xml")], "PROXY_LOG_FORMAT");
+    run_expecting_failure(&[("PROXY_DATA_WORKERS", "many")], "PROXY_DATA_WORKERS");
+    run_expecting_failure(&[("PROXY_DATA_WORKERS", "-1")], "PROXY_DATA_WORKERS");
+    run_expecting_failure(
+        &[("PROXY_DATA_WORKERS", "100000")],
+        "PROXY_DATA_WORKERS: at most 1024",
+    );
     run_expecting_failure(&[("PROXY_AUTH_TOKEN", "")], "PROXY_AUTH_TOKEN is set but empty");
     run_expecting_failure(
         &[("PROXY_AUTH_TOKEN", "   ")],
