@@ -244,20 +244,11 @@ async fn run_tunnel_mode(
     shutdown_signal().await?;
     tracing::info!("shutdown signal received; unregistering tunnel connections and draining");
     state.set_draining();
-    tokio::select! {
-        () = async {
-            tunnel.shutdown().await;
-            handle.shutdown().await;
-        } => {
-            tracing::info!("drained; exiting");
-            Ok(ExitCode::SUCCESS)
-        }
-        second = shutdown_signal() => {
-            second?;
-            tracing::warn!("second signal; exiting immediately");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    drain_unless_signalled_again(async {
+        tunnel.shutdown().await;
+        handle.shutdown().await;
+    })
+    .await
 }
 
 /// Validates the tunnel variables so that a bad value fails the same way in every mode.
@@ -311,8 +302,13 @@ async fn run_standalone(
 pub async fn wait_for_signal_then_drain(handle: ProxyHandle) -> anyhow::Result<ExitCode> {
     shutdown_signal().await?;
     tracing::info!("shutdown signal received; draining");
+    drain_unless_signalled_again(handle.shutdown()).await
+}
+
+/// Runs `drain` after the first signal; a second SIGTERM/SIGINT exits at once.
+async fn drain_unless_signalled_again(drain: impl Future<Output = ()>) -> anyhow::Result<ExitCode> {
     tokio::select! {
-        () = handle.shutdown() => {
+        () = drain => {
             tracing::info!("drained; exiting");
             Ok(ExitCode::SUCCESS)
         }

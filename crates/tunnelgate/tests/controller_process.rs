@@ -7,36 +7,21 @@
 #[path = "../../controller/tests/support/apiserver.rs"]
 mod apiserver;
 
-use std::net::{SocketAddr, TcpListener};
+#[allow(dead_code)]
+mod process;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use apiserver::ApiServer;
+use process::{Running, bin, free_addr};
 use serde_json::{Value, json};
 use tunnelgate_testkit::{Backend, Client, Echo};
 
 const TOKEN: &str = "process-test-token";
 const GW: &str = "gateway.networking.k8s.io/v1";
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelgate"));
-    cmd.env_clear();
-    cmd
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn kubeconfig(api: &ApiServer) -> PathBuf {
     let path = std::env::temp_dir().join(format!(

@@ -3,16 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener};
+#[allow(dead_code)]
+mod process;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use process::{Running, bin, free_addr, wait_ready};
 use tunnelgate_testkit::{Backend, Client, Echo};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tunnelgate")
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tunnelgate-file-mode-{name}-{}", std::process::id()));
@@ -51,11 +51,7 @@ fn routes_check_prints_the_config_and_statuses_and_exits_zero_when_all_routes_ar
          spec: {parentRefs: [{name: local}], hostnames: [app.localhost], rules: [{backendRefs: [{name: app, port: 80}]}]}\n",
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["routes", "check"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = bin().args(["routes", "check"]).arg(&dir).output().unwrap();
     assert!(
         out.status.success(),
         "stderr: {}",
@@ -79,7 +75,7 @@ fn routes_check_prints_the_config_and_statuses_and_exits_zero_when_all_routes_ar
     assert_eq!(route["status"]["parents"][0]["conditions"][0]["type"], "Accepted");
     assert_eq!(route["status"]["parents"][0]["conditions"][0]["status"], "True");
 
-    let yaml = Command::new(bin())
+    let yaml = bin()
         .args(["routes", "check", "--output", "yaml"])
         .arg(&dir)
         .output()
@@ -103,11 +99,7 @@ fn routes_check_exits_non_zero_for_a_route_with_unresolved_refs_or_not_accepted(
          spec: {parentRefs: [{name: typo}]}\n",
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["routes", "check"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = bin().args(["routes", "check"]).arg(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("HTTPRoute default/missing-backend"), "{stderr}");
@@ -127,11 +119,7 @@ fn routes_check_reports_a_bad_file_by_name_and_document() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\nnot: [valid\n",
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["routes", "check"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = bin().args(["routes", "check"]).arg(&dir).output().unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -142,11 +130,7 @@ fn routes_check_reports_a_bad_file_by_name_and_document() {
 #[test]
 fn the_shipped_example_directory_checks_clean() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/file-mode");
-    let out = Command::new(bin())
-        .args(["routes", "check"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = bin().args(["routes", "check"]).arg(&dir).output().unwrap();
     assert!(
         out.status.success(),
         "stderr: {}",
@@ -167,19 +151,6 @@ fn the_shipped_example_directory_checks_clean() {
     );
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 fn port_of(backend: &Backend) -> u16 {
     backend
         .url()
@@ -197,22 +168,6 @@ fn write_route(dir: &Path, host: &str, service: &str, extra: &str) {
          spec:\n  parentRefs: [{{name: local}}]\n  hostnames: [{host}]\n  rules:\n  - backendRefs: [{{name: {service}, port: 80}}]\n{extra}"
     );
     std::fs::write(dir.join(format!("route-{host}.yaml")), text).unwrap();
-}
-
-async fn wait_ready(client: &Client, config: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let req = Client::request(http::Method::GET, config, "x", "/readyz")
-            .body(tunnelgate_testkit::empty())
-            .unwrap();
-        if let Ok(r) = client.send(req).await
-            && r.status == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "proxy never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Polls until `host` is served by `backend` (or answers `status` when `backend` is empty).
@@ -255,7 +210,7 @@ async fn proxy_serves_gateway_api_files_and_follows_edits_without_restart() {
     write_route(&dir, "two.localhost", "svc-b", "");
 
     let (data, config) = (free_addr(), free_addr());
-    let child = Command::new(bin())
+    let child = bin()
         .env_clear()
         .args(["proxy", "--routes"])
         .arg(&dir)
@@ -330,7 +285,7 @@ async fn proxy_serves_gateway_api_files_and_follows_edits_without_restart() {
 
 #[test]
 fn proxy_refuses_routes_and_config_together() {
-    let out = Command::new(bin())
+    let out = bin()
         .args(["proxy", "--routes", "a", "--config", "b"])
         .output()
         .unwrap();
@@ -350,7 +305,7 @@ fn proxy_with_unreadable_routes_exits_naming_the_file() {
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
     )
     .unwrap();
-    let out = Command::new(bin())
+    let out = bin()
         .env_clear()
         .args(["proxy", "--routes"])
         .arg(&dir)

@@ -2,32 +2,22 @@
 //! grace period, exit 0. Also the listener-limit variables of the hardening review.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+#[allow(dead_code)]
+mod process;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use process::{Running, bin, free_addr};
 use serde_json::json;
 use tunnelgate_testkit::{Backend, BackendOptions, Client, put_config};
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn proxy(data: SocketAddr, config: SocketAddr, extra: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelgate"));
-    cmd.env_clear()
-        .arg("proxy")
+    let mut cmd = bin();
+    cmd.arg("proxy")
         .env("PROXY_ADDR", data.to_string())
         .env("PROXY_CONFIG_ADDR", config.to_string())
         .env("PROXY_LOG_LEVEL", "error")
@@ -159,8 +149,7 @@ fn listener_limit_variables_are_parsed_strictly() {
         ("PROXY_HEADER_READ_TIMEOUT", "soon"),
         ("PROXY_HEADER_READ_TIMEOUT", "0s"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tunnelgate"))
-            .env_clear()
+        let out = bin()
             .arg("proxy")
             .env("PROXY_ADDR", free_addr().to_string())
             .env("PROXY_CONFIG_ADDR", free_addr().to_string())

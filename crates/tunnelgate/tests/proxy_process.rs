@@ -3,56 +3,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
+mod process;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use process::{Running, bin, free_addr, wait_ready};
 use tunnelgate_testkit::{Backend, Client, Echo};
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelgate"));
-    cmd.env_clear();
-    cmd
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 fn temp_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("tunnelgate-proxy-{name}-{}", std::process::id()))
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn route_yaml(version: u32, url: &str) -> String {
     format!(
         "version: {version}\nrules:\n  - hostnames: [file.example.com]\n    backends:\n      - url: {url}\n        weight: 1\n"
     )
-}
-
-async fn wait_ready(client: &Client, config: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let req = Client::request(http::Method::GET, config, "x", "/readyz")
-            .body(tunnelgate_testkit::empty())
-            .unwrap();
-        if let Ok(r) = client.send(req).await
-            && r.status == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "proxy never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn backend_of(client: &Client, data: SocketAddr) -> String {

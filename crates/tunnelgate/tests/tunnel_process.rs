@@ -4,29 +4,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
+mod process;
+
 use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use process::{Running, bin, free_addr};
 use serde_json::Value;
 use tunnelgate_testkit::{Backend, Client, Echo};
 
 /// Registration RPCs answer this late (emulator fault script), so the test can see `/readyz` refuse while a
 /// config is loaded but no connection has registered yet. Below the proxy's 5 s registration timeout.
 const REGISTER_DELAY_MS: u64 = 3500;
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelgate"));
-    cmd.env_clear();
-    cmd
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 fn temp_path(protocol: &str, name: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
@@ -37,15 +31,6 @@ fn temp_path(protocol: &str, name: &str) -> PathBuf {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The emulator's stdout, one JSON value per line, read on a thread so that every wait can be bounded.

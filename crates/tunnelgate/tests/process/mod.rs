@@ -1,0 +1,47 @@
+//! What every process test of the `tunnelgate` binary needs: the binary with a clean environment, free loopback
+//! ports, a child that is killed when the test ends, and a wait for the proxy's `/readyz`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use tunnelgate_testkit::Client;
+
+/// The `tunnelgate` binary with an empty environment, so only what a test sets reaches it.
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelgate"));
+    cmd.env_clear();
+    cmd
+}
+
+/// A loopback address nothing listens on (the port is free once the probe listener is dropped).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A child process that is killed and reaped when dropped, also when the test fails.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls the proxy's `/readyz` on its config port until it answers 200, for at most 15 s.
+pub async fn wait_ready(client: &Client, config: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let req = Client::request(http::Method::GET, config, "x", "/readyz")
+            .body(tunnelgate_testkit::empty())
+            .unwrap();
+        if let Ok(r) = client.send(req).await
+            && r.status == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
