@@ -1,9 +1,16 @@
 //! The compiled routing table: hostname buckets of precedence-sorted arms, and the allocation-free lookup.
+//!
+//! The lookup's memory accesses are laid out for a table far bigger than the L1 cache: each step of a lookup
+//! (hostname → bucket → path → arm) reads one small record that says where the next one is, so a lookup touches
+//! a handful of cache lines whatever the rule count. The two hash indexes store only a hash tag and a record
+//! number per slot; the key itself is compared in the record's own storage, a load that does not hold up the next
+//! step.
 
-use rustc_hash::FxHashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::arm::{Arm, PathCondition, Precedence};
@@ -19,21 +26,26 @@ pub struct RouteTable {
     version: i64,
     rules: Vec<Rule>,
     upstreams: Vec<Arc<Upstream>>,
-    /// Every hostname bucket; the maps below hold indexes into it, which keeps their slots small (a map sized
-    /// for 10,000 hostnames has room for 16,384).
+    /// Every hostname bucket; the indexes below hold positions in it.
     buckets: Vec<Bucket>,
-    exact: FxHashMap<IndexKey, u32>,
-    /// Keyed by suffix (`.example.com` for `*.example.com`).
-    wildcard: FxHashMap<IndexKey, u32>,
+    /// Exact hostnames → bucket.
+    exact: HashIndex,
+    /// Wildcard suffixes (`.example.com` for `*.example.com`) → bucket.
+    wildcard: HashIndex,
     /// Length of the longest wildcard suffix: longer host suffixes need no hash probe.
     wildcard_max_len: usize,
     default: Option<u32>,
-    /// The buckets' metrics labels, end to end in one allocation.
+    /// The buckets' metrics labels, end to end in one allocation; an exact bucket's label is also its index key.
     labels: String,
-    /// The arms of every bucket, each bucket's a contiguous run: one allocation instead of one per hostname.
+    /// The arms of every bucket. Each bucket's RegularExpression arms are one run; its Exact and PathPrefix
+    /// arms are one run per path string (Exact arms first), each in precedence order.
     arms: Vec<BucketArm>,
-    /// The path lists of every bucket with few paths ([`PathIndex::Few`]), likewise.
-    few_paths: Vec<(IndexKey, PathEntry)>,
+    /// (bucket, path string) → the first arm of that path's run.
+    paths: HashIndex,
+    /// The path strings of the runs, end to end.
+    path_keys: String,
+    /// Keyed per table: index keys come from the config and probes from clients, so neither can aim at a slot.
+    hasher: RandomState,
 }
 
 /// The routing-relevant head of a request.
@@ -78,61 +90,77 @@ pub struct Rule {
     pub(crate) weights: WeightTable,
 }
 
-/// The arms of one hostname bucket with an index by path. Arms are stored grouped by path string (so one lookup
-/// reads one contiguous run), each group in precedence order; `rank` orders arms across groups.
-#[derive(Debug)]
+/// One hostname bucket: everything a lookup reads before its first path probe, in one cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
 struct Bucket {
-    /// Byte range of the label in `RouteTable::labels`.
-    label: (u32, u32),
-    /// Exact path values and normalised prefixes → their runs of `RouteTable::arms`.
-    paths: PathIndex,
-    /// The run of RegularExpression arms, in precedence order.
-    regex: (u32, u32),
     /// Byte lengths of the exact values and of the normalised prefixes: most candidate strings of a path skip
     /// the hash probe.
     exact_lens: LengthSet,
     prefix_lens: LengthSet,
+    /// Byte range of the label in `RouteTable::labels`.
+    label: (u32, u32),
+    /// The run of RegularExpression arms in `RouteTable::arms`, in precedence order.
+    regex: (u32, u32),
 }
 
-/// One arm in a bucket. The method is kept inline because most arms need nothing else once the path index has
-/// selected them; header and query conditions are checked on the rule's arm only when `more` is set.
-#[derive(Debug, Clone)]
+/// One arm in a bucket, with what the lookup needs to select it inline: its path string's range (the index key
+/// of its run), the method as a small code, and whether header or query conditions must be checked on the
+/// rule's arm. Aligned so that an arm never straddles two cache lines.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(32))]
 struct BucketArm {
     /// Position in the bucket's precedence order (0 = best).
     rank: u32,
     rule: u32,
     arm: u32,
-    method: Option<Method>,
-    more: bool,
+    bucket: u32,
+    /// Byte range of the arm's path string (Exact value or normalised prefix) in `RouteTable::path_keys`.
+    key: (u32, u32),
+    /// The precedence length shared by every PathPrefix arm of the run (0 when it has none).
+    prefix_len: u32,
+    method: MethodCode,
+    flags: u8,
 }
 
-/// The path index of a bucket. Most buckets (one rule with one to three arms) have a handful of paths: a short
-/// array compared length first costs less to build, to keep and to probe than a hash map.
-#[derive(Debug)]
-enum PathIndex {
-    /// A run of `RouteTable::few_paths`.
-    Few(u32, u32),
-    Many(FxHashMap<IndexKey, PathEntry>),
-}
+/// The arm is a PathPrefix arm (the others of a path run are Exact arms).
+const PREFIX: u8 = 1;
+/// The arm has header or query conditions.
+const MORE: u8 = 2;
+/// The arm ends its path run.
+const LAST: u8 = 4;
+/// The arm starts its path run (the path index points at it).
+const HEAD: u8 = 8;
 
-/// Up to this many paths a bucket keeps them in an array.
-const FEW_PATHS: usize = 8;
+/// A method condition as a byte: 0 for none, the standard methods by number, [`EXTENSION`] for any other (then
+/// the rule's arm holds the method).
+type MethodCode = u8;
+const ANY_METHOD: MethodCode = 0;
+const EXTENSION: MethodCode = u8::MAX;
 
-#[derive(Debug, Clone, Default)]
-struct PathEntry {
-    /// Exact arms with this value (a run of `Bucket::arms`).
-    exact: (u32, u32),
-    /// PathPrefix arms with this normalised prefix.
-    prefix: (u32, u32),
-    /// The precedence length shared by every PathPrefix arm of the entry.
-    prefix_len: usize,
-}
-
-#[derive(Debug, Default)]
+/// A set of byte lengths: exact below 128, an upper bound above.
+#[derive(Debug, Default, Clone, Copy)]
 struct LengthSet {
-    small: u128,
-    max: usize,
+    small: [u64; 2],
+    max: u32,
 }
+
+/// An open-addressing hash index (linear probing) from a key to a `u32` record number. A slot holds the record
+/// number and 32 more bits of the key's hash; the caller compares the key itself in the record. Built once with
+/// its final size: at most three quarters full, so a probe rarely reads past one cache line.
+#[derive(Debug, Default)]
+struct HashIndex {
+    /// A power of two in length, or empty.
+    slots: Box<[Slot]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    tag: u32,
+    record: u32,
+}
+
+const EMPTY: u32 = u32::MAX;
 
 impl RouteTable {
     /// Validates and compiles a document. On error, every bad field is reported, in document order.
@@ -182,8 +210,11 @@ impl RouteTable {
                 long_host.as_bytes()
             }
         };
-        if let Some(&bucket) = self.exact.get(host)
-            && let Some(hit) = self.find_in(bucket, req)
+        let method = method_code(req.method);
+        if let Some(bucket) = self
+            .exact
+            .get(self.hash(HOST_KEY, host), |b| self.label(b) == Some(host))
+            && let Some(hit) = self.find_in(bucket, req, method)
         {
             return Some(hit);
         }
@@ -192,28 +223,170 @@ impl RouteTable {
                 if suffix.len() > self.wildcard_max_len {
                     continue;
                 }
-                if let Some(&bucket) = self.wildcard.get(suffix)
-                    && let Some(hit) = self.find_in(bucket, req)
+                let is_suffix = |b| self.label(b).and_then(|label| label.get(1..)) == Some(suffix);
+                if let Some(bucket) = self.wildcard.get(self.hash(HOST_KEY, suffix), is_suffix)
+                    && let Some(hit) = self.find_in(bucket, req, method)
                 {
                     return Some(hit);
                 }
             }
         }
-        self.default.and_then(|bucket| self.find_in(bucket, req))
+        self.default.and_then(|bucket| self.find_in(bucket, req, method))
     }
 
-    fn find_in<'t>(&'t self, bucket: u32, req: &RequestHead<'_>) -> Option<RouteHit<'t>> {
-        let bucket = self.buckets.get(bucket as usize)?;
-        let (entry, prefix) = bucket.find(&self.arms, &self.few_paths, &self.rules, req)?;
-        let rule_index = entry.rule as usize;
+    /// The hash of an index key: a bucket number and a path, or [`HOST_KEY`] and a hostname or suffix.
+    fn hash(&self, bucket: u32, key: &[u8]) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write_u32(bucket);
+        hasher.write(key);
+        hasher.finish()
+    }
+
+    fn label(&self, bucket: u32) -> Option<&[u8]> {
+        let (start, end) = self.buckets.get(bucket as usize)?.label;
+        self.labels.as_bytes().get(start as usize..end as usize)
+    }
+
+    fn key_of(&self, arm: &BucketArm) -> &str {
+        let (start, end) = arm.key;
+        self.path_keys
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The first arm of the run of `path` in bucket `bucket`.
+    fn path_run(&self, bucket: u32, path: &[u8]) -> Option<u32> {
+        self.paths.get(self.hash(bucket, path), |first| {
+            self.arms
+                .get(first as usize)
+                .is_some_and(|arm| arm.bucket == bucket && self.key_of(arm).as_bytes() == path)
+        })
+    }
+
+    /// The arms of the path run starting at `first`, Exact arms first.
+    fn run(&self, first: u32) -> impl Iterator<Item = &BucketArm> {
+        let mut ended = false;
+        self.arms
+            .get(first as usize..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(move |arm| {
+                let more = !ended;
+                ended = arm.flags & LAST != 0;
+                more
+            })
+    }
+
+    fn find_in<'t>(&'t self, index: u32, req: &RequestHead<'_>, method: MethodCode) -> Option<RouteHit<'t>> {
+        let bucket = self.buckets.get(index as usize)?;
+        let (hit, prefix) = self.find(index, bucket, req, method)?;
+        let rule_index = hit.rule as usize;
         let (start, end) = bucket.label;
         Some(RouteHit {
             rule: self.rules.get(rule_index)?,
             rule_index,
-            arm_index: entry.arm as usize,
+            arm_index: hit.arm as usize,
             hostname: self.labels.get(start as usize..end as usize)?,
-            prefix,
+            prefix: prefix.then(|| self.key_of(hit)),
         })
+    }
+
+    /// The first arm of the bucket in precedence order whose conditions all hold, and whether it is a PathPrefix
+    /// arm.
+    fn find(
+        &self,
+        index: u32,
+        bucket: &Bucket,
+        req: &RequestHead<'_>,
+        method: MethodCode,
+    ) -> Option<(&BucketArm, bool)> {
+        let path = req.path.as_bytes();
+        let len = path.len();
+        let whole = if bucket.exact_lens.contains(len) || bucket.prefix_lens.contains(len) {
+            self.path_run(index, path)
+        } else {
+            None
+        };
+        // Tier 1: Exact arms rank above every other type; only those equal to the path can match.
+        if let Some(first) = whole
+            && let Some(hit) = self
+                .run(first)
+                .take_while(|a| a.flags & PREFIX == 0)
+                .find(|a| self.rest_holds(a, req, method))
+        {
+            return Some((hit, false));
+        }
+        // Tier 2: RegularExpression arms, in precedence order.
+        let (start, end) = bucket.regex;
+        if let Some(hit) = self
+            .arms
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+            .iter()
+            .find(|a| self.arm_of(a).is_some_and(|arm| arm.matches(req)))
+        {
+            return Some((hit, false));
+        }
+        // Tier 3: PathPrefix arms. The prefixes that can match are exactly the path itself and the path cut
+        // before each `/`; longer ones have the greater (or equal) precedence length, so walk them longest first
+        // and keep the best rank among runs of equal length (only `""` and `"/"` can tie).
+        let mut best: Option<&BucketArm> = None;
+        let mut probe = |first: Option<u32>| -> bool {
+            let Some(head) = first.and_then(|first| self.arms.get(first as usize)) else {
+                return true;
+            };
+            if let Some(current) = best
+                && head.prefix_len < current.prefix_len
+            {
+                return false;
+            }
+            if let Some(first) = first
+                && let Some(hit) = self
+                    .run(first)
+                    .filter(|a| a.flags & PREFIX != 0)
+                    .find(|a| self.rest_holds(a, req, method))
+            {
+                best = match best {
+                    Some(current) if current.rank < hit.rank => Some(current),
+                    _ => Some(hit),
+                };
+            }
+            true
+        };
+        if bucket.prefix_lens.contains(len) && !probe(whole) {
+            return best.map(|hit| (hit, true));
+        }
+        // Cuts longer than the longest prefix cannot match; start the backwards scan there.
+        let mut end = len.min((bucket.prefix_lens.max as usize).saturating_add(1));
+        while end > 0 {
+            end -= 1;
+            if path.get(end) == Some(&b'/') && bucket.prefix_lens.contains(end) {
+                let candidate = path.get(..end).unwrap_or_default();
+                if !probe(self.path_run(index, candidate)) {
+                    break;
+                }
+            }
+        }
+        best.map(|hit| (hit, true))
+    }
+
+    /// Method, header and query conditions of an arm the path index selected.
+    fn rest_holds(&self, entry: &BucketArm, req: &RequestHead<'_>, method: MethodCode) -> bool {
+        if entry.method != ANY_METHOD
+            && (entry.method != method
+                || (method == EXTENSION
+                    && self.arm_of(entry).and_then(|arm| arm.method.as_ref()) != Some(req.method)))
+        {
+            return false;
+        }
+        entry.flags & MORE == 0
+            || self
+                .arm_of(entry)
+                .is_some_and(|arm| arm.headers_and_query_match(req))
+    }
+
+    fn arm_of(&self, entry: &BucketArm) -> Option<&Arm> {
+        self.rules.get(entry.rule as usize)?.arms.get(entry.arm as usize)
     }
 
     /// Assembles the table from compiled rules and their parsed hostnames (same order).
@@ -248,8 +421,8 @@ impl RouteTable {
             version,
             upstreams,
             buckets: Vec::with_capacity(exact_count + wildcard_count + 1),
-            exact: FxHashMap::with_capacity_and_hasher(exact_count, Default::default()),
-            wildcard: FxHashMap::with_capacity_and_hasher(wildcard_count, Default::default()),
+            exact: HashIndex::with_capacity(exact_count),
+            wildcard: HashIndex::with_capacity(wildcard_count),
             labels: String::with_capacity(members.iter().map(|(p, _)| p.label_len()).sum()),
             arms: Vec::with_capacity(
                 rules
@@ -270,41 +443,61 @@ impl RouteTable {
             pattern.write_label(&mut table.labels);
             let label = (start as u32, table.labels.len() as u32);
             let index = table.buckets.len() as u32;
-            let bucket = Bucket::new(
-                label,
-                &rules,
-                &rule_indexes,
-                &mut table.arms,
-                &mut table.few_paths,
-            );
+            let bucket = Bucket::new(index, label, &rules, &rule_indexes, &mut table);
             table.buckets.push(bucket);
             match pattern {
                 HostPattern::Exact(name) => {
-                    table.exact.insert(IndexKey::new(name.as_bytes()), index);
+                    let hash = table.hash(HOST_KEY, name.as_bytes());
+                    table.exact.insert(hash, index);
                 }
                 HostPattern::Wildcard(suffix) => {
                     table.wildcard_max_len = table.wildcard_max_len.max(suffix.len());
-                    table.wildcard.insert(IndexKey::new(suffix.as_bytes()), index);
+                    let hash = table.hash(HOST_KEY, suffix.as_bytes());
+                    table.wildcard.insert(hash, index);
                 }
             }
         }
         if !defaults.is_empty() {
             let end = table.labels.len() as u32;
-            table.default = Some(table.buckets.len() as u32);
-            let bucket = Bucket::new(
-                (end, end),
-                &rules,
-                &defaults,
-                &mut table.arms,
-                &mut table.few_paths,
-            );
+            let index = table.buckets.len() as u32;
+            table.default = Some(index);
+            let bucket = Bucket::new(index, (end, end), &rules, &defaults, &mut table);
             table.buckets.push(bucket);
         }
         table.arms.shrink_to_fit();
-        table.few_paths.shrink_to_fit();
+        table.path_keys.shrink_to_fit();
+        let mut paths = HashIndex::with_capacity(table.arms.iter().filter(|a| a.flags & HEAD != 0).count());
+        for (i, arm) in table.arms.iter().enumerate() {
+            if arm.flags & HEAD != 0 {
+                paths.insert(table.hash(arm.bucket, table.key_of(arm).as_bytes()), i as u32);
+            }
+        }
+        table.paths = paths;
         table.rules = rules;
         table
     }
+}
+
+/// The `bucket` half of a hostname's index key (no bucket has this number).
+const HOST_KEY: u32 = u32::MAX;
+
+/// The code of a method: the standard methods by number, [`EXTENSION`] for the others.
+fn method_code(method: &Method) -> MethodCode {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    STANDARD
+        .iter()
+        .position(|m| m == method)
+        .map_or(EXTENSION, |i| i as MethodCode + 1)
 }
 
 impl Rule {
@@ -332,14 +525,14 @@ impl Rule {
 }
 
 impl Bucket {
-    /// Builds a bucket of the arms of `rule_indexes`, appending its arms and (when few) its paths to the
-    /// table-wide `arms` and `few_paths`.
+    /// Builds bucket number `index` of the arms of `rule_indexes`, appending its arms to `table.arms` and its
+    /// path strings to `table.path_keys`.
     fn new(
+        index: u32,
         label: (u32, u32),
         rules: &[Rule],
         rule_indexes: &[u32],
-        arms: &mut Vec<BucketArm>,
-        few_paths: &mut Vec<(IndexKey, PathEntry)>,
+        table: &mut RouteTable,
     ) -> Bucket {
         let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
@@ -355,250 +548,145 @@ impl Bucket {
         keyed.sort_unstable_by_key(|&(key, _, _)| std::cmp::Reverse(key));
 
         // Exact and PathPrefix arms as (path string, is prefix, prefix precedence length, arm), in rank order.
-        let mut by_path: Vec<(&str, bool, usize, BucketArm)> = Vec::with_capacity(keyed.len());
-        let mut regex = Vec::new();
-        let mut exact_lens = LengthSet::default();
-        let mut prefix_lens = LengthSet::default();
+        let mut by_path: Vec<(&str, bool, u32, BucketArm)> = Vec::with_capacity(keyed.len());
+        let mut bucket = Bucket {
+            label,
+            ..Bucket::default()
+        };
+        let regex_start = table.arms.len() as u32;
         for (rank, (key, r, a)) in keyed.into_iter().enumerate() {
-            let arm = &rules[r as usize].arms[a as usize];
-            let entry = BucketArm {
+            let Some(arm) = rules.get(r as usize).and_then(|rule| rule.arms.get(a as usize)) else {
+                continue;
+            };
+            let mut entry = BucketArm {
                 rank: rank as u32,
                 rule: r,
                 arm: a,
-                method: arm.method.clone(),
-                more: !arm.headers.is_empty() || !arm.query.is_empty(),
+                bucket: index,
+                method: arm.method.as_ref().map_or(ANY_METHOD, method_code),
+                flags: if arm.headers.is_empty() && arm.query.is_empty() {
+                    0
+                } else {
+                    MORE
+                },
+                ..BucketArm::default()
             };
             match &arm.path {
                 PathCondition::Exact(value) => {
-                    exact_lens.insert(value.len());
+                    bucket.exact_lens.insert(value.len());
                     by_path.push((value, false, 0, entry));
                 }
-                PathCondition::RegularExpression(_) => regex.push(entry),
+                PathCondition::RegularExpression(_) => table.arms.push(entry),
                 PathCondition::Prefix { prefix, .. } => {
-                    prefix_lens.insert(prefix.len());
-                    by_path.push((prefix, true, key.path_len, entry));
+                    bucket.prefix_lens.insert(prefix.len());
+                    entry.flags |= PREFIX;
+                    by_path.push((prefix, true, key.path_len as u32, entry));
                 }
             }
         }
+        bucket.regex = (regex_start, table.arms.len() as u32);
         // Group by path string, Exact arms before PathPrefix arms; the sort is stable, so each run stays in
         // rank order.
         by_path.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-        let first = arms.len() as u32;
-        arms.extend(regex);
-        let regex = (first, arms.len() as u32);
-        let mut paths = Vec::new();
         for group in by_path.chunk_by(|x, y| x.0 == y.0) {
             let Some(&(path, ..)) = group.first() else {
                 continue;
             };
-            let exact_end = group.partition_point(|g| !g.1);
-            let start = arms.len() as u32;
-            arms.extend(group.iter().map(|g| g.3.clone()));
-            let middle = start + exact_end as u32;
-            let entry = PathEntry {
-                exact: (start, middle),
-                prefix: (middle, arms.len() as u32),
-                prefix_len: group.last().filter(|g| g.1).map_or(0, |g| g.2),
-            };
-            paths.push((IndexKey::new(path.as_bytes()), entry));
-        }
-        let paths = if paths.len() <= FEW_PATHS {
-            let start = few_paths.len() as u32;
-            few_paths.extend(paths);
-            PathIndex::Few(start, few_paths.len() as u32)
-        } else {
-            PathIndex::Many(paths.into_iter().collect())
-        };
-        Bucket {
-            label,
-            paths,
-            regex,
-            exact_lens,
-            prefix_lens,
-        }
-    }
-
-    fn run(arms: &[BucketArm], (start, end): (u32, u32)) -> &[BucketArm] {
-        arms.get(start as usize..end as usize).unwrap_or(&[])
-    }
-
-    /// Method, header and query conditions of an arm the path index selected.
-    fn rest_holds(rules: &[Rule], entry: &BucketArm, req: &RequestHead<'_>) -> bool {
-        if let Some(method) = &entry.method
-            && method != req.method
-        {
-            return false;
-        }
-        !entry.more || Self::arm_of(rules, entry).is_some_and(|arm| arm.headers_and_query_match(req))
-    }
-
-    fn arm_of<'r>(rules: &'r [Rule], entry: &BucketArm) -> Option<&'r Arm> {
-        rules.get(entry.rule as usize)?.arms.get(entry.arm as usize)
-    }
-
-    /// The first arm in precedence order whose conditions all hold, and the normalised prefix when it is a
-    /// PathPrefix arm.
-    fn find<'b>(
-        &'b self,
-        arms: &'b [BucketArm],
-        few_paths: &'b [(IndexKey, PathEntry)],
-        rules: &[Rule],
-        req: &RequestHead<'_>,
-    ) -> Option<(&'b BucketArm, Option<&'b str>)> {
-        let len = req.path.len();
-        let whole = if self.exact_lens.contains(len) || self.prefix_lens.contains(len) {
-            self.paths.get(few_paths, req.path.as_bytes())
-        } else {
-            None
-        };
-        // Tier 1: Exact arms rank above every other type; only those equal to the path can match.
-        if let Some((_, entry)) = whole
-            && let Some(hit) = Self::run(arms, entry.exact)
-                .iter()
-                .find(|a| Self::rest_holds(rules, a, req))
-        {
-            return Some((hit, None));
-        }
-        // Tier 2: RegularExpression arms, in precedence order.
-        if let Some(hit) = Self::run(arms, self.regex)
-            .iter()
-            .find(|a| Self::arm_of(rules, a).is_some_and(|arm| arm.matches(req)))
-        {
-            return Some((hit, None));
-        }
-        // Tier 3: PathPrefix arms. The prefixes that can match are exactly the path itself and the path cut
-        // before each `/`; longer ones have the greater (or equal) precedence length, so walk them longest first
-        // and keep the best rank among groups of equal length (only `""` and `"/"` can tie).
-        let mut best: Option<(&'b BucketArm, usize, &'b IndexKey)> = None;
-        let mut probe = |found: Option<(&'b IndexKey, &'b PathEntry)>| -> bool {
-            let Some((prefix, entry)) = found else {
-                return true;
-            };
-            if let Some((_, best_len, _)) = best
-                && entry.prefix_len < best_len
-            {
-                return false;
+            let start = table.path_keys.len() as u32;
+            table.path_keys.push_str(path);
+            let key = (start, table.path_keys.len() as u32);
+            let prefix_len = group.last().filter(|g| g.1).map_or(0, |g| g.2);
+            let first = table.arms.len();
+            table.arms.extend(group.iter().map(|g| BucketArm {
+                key,
+                prefix_len,
+                ..g.3
+            }));
+            if let Some(head) = table.arms.get_mut(first) {
+                head.flags |= HEAD;
             }
-            if let Some(hit) = Self::run(arms, entry.prefix)
-                .iter()
-                .find(|a| Self::rest_holds(rules, a, req))
-            {
-                best = match best {
-                    Some(current) if current.0.rank < hit.rank => Some(current),
-                    _ => Some((hit, entry.prefix_len, prefix)),
+            if let Some(last) = table.arms.last_mut() {
+                last.flags |= LAST;
+            }
+        }
+        bucket
+    }
+}
+
+impl HashIndex {
+    /// An empty index with room for `records` keys.
+    fn with_capacity(records: usize) -> HashIndex {
+        if records == 0 {
+            return HashIndex::default();
+        }
+        let len = (records + records / 3 + 1).next_power_of_two();
+        HashIndex {
+            slots: vec![
+                Slot {
+                    tag: 0,
+                    record: EMPTY
                 };
+                len
+            ]
+            .into_boxed_slice(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Adds a key's record. The caller adds each key once and no more keys than the capacity.
+    fn insert(&mut self, hash: u64, record: u32) {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = hash as usize & mask;
+        for _ in 0..self.slots.len() {
+            if let Some(slot) = self.slots.get_mut(i)
+                && slot.record == EMPTY
+            {
+                *slot = Slot {
+                    tag: (hash >> 32) as u32,
+                    record,
+                };
+                return;
             }
-            true
-        };
-        let path = req.path.as_bytes();
-        if self.prefix_lens.contains(len) && !probe(whole) {
-            return best.map(|(hit, _, prefix)| (hit, prefix.as_str()));
+            i = (i + 1) & mask;
         }
-        // Cuts longer than the longest prefix cannot match; start the backwards scan there.
-        let mut end = len.min(self.prefix_lens.max.saturating_add(1));
-        while end > 0 {
-            end -= 1;
-            if path.get(end) == Some(&b'/') && self.prefix_lens.contains(end) {
-                let candidate = path.get(..end).unwrap_or_default();
-                if !probe(self.paths.get(few_paths, candidate)) {
-                    break;
-                }
+    }
+
+    /// The record whose key hashes to `hash` and for which `is_key` holds.
+    #[inline]
+    fn get(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mask = self.slots.len().wrapping_sub(1);
+        let tag = (hash >> 32) as u32;
+        let mut i = hash as usize & mask;
+        for _ in 0..self.slots.len() {
+            let slot = self.slots.get(i)?;
+            if slot.record == EMPTY {
+                return None;
             }
-        }
-        best.map(|(hit, _, prefix)| (hit, prefix.as_str()))
-    }
-}
-
-/// A hash key of bytes kept inline when short (most hostnames and paths), so that a probe compares the key
-/// without another memory load.
-#[derive(Debug, Clone)]
-enum IndexKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-const INLINE_KEY: usize = 30;
-
-impl IndexKey {
-    fn new(key: &[u8]) -> IndexKey {
-        match key.len() {
-            len @ 0..=INLINE_KEY => {
-                let mut bytes = [0u8; INLINE_KEY];
-                bytes[..len].copy_from_slice(key);
-                IndexKey::Inline {
-                    len: len as u8,
-                    bytes,
-                }
+            if slot.tag == tag && is_key(slot.record) {
+                return Some(slot.record);
             }
-            _ => IndexKey::Heap(key.into()),
+            i = (i + 1) & mask;
         }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            IndexKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
-            IndexKey::Heap(bytes) => bytes,
-        }
-    }
-
-    /// Keys are built from `str`s, so this never fails.
-    fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(self.as_bytes()).ok()
-    }
-}
-
-// `Hash`, `Eq` and `Borrow<[u8]>` all go through `as_bytes`, so map lookups by `&[u8]` are consistent.
-impl std::hash::Hash for IndexKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl PartialEq for IndexKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for IndexKey {}
-
-impl std::borrow::Borrow<[u8]> for IndexKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl PathIndex {
-    fn get<'a>(
-        &'a self,
-        few_paths: &'a [(IndexKey, PathEntry)],
-        path: &[u8],
-    ) -> Option<(&'a IndexKey, &'a PathEntry)> {
-        match self {
-            PathIndex::Few(start, end) => few_paths
-                .get(*start as usize..*end as usize)
-                .unwrap_or_default()
-                .iter()
-                .find(|(key, _)| key.as_bytes() == path)
-                .map(|(key, entry)| (key, entry)),
-            PathIndex::Many(map) => map.get_key_value(path),
-        }
+        None
     }
 }
 
 impl LengthSet {
     fn insert(&mut self, len: usize) {
-        if len < 128 {
-            self.small |= 1u128 << len;
+        if let Some(word) = self.small.get_mut(len / 64) {
+            *word |= 1u64 << (len % 64);
         }
-        self.max = self.max.max(len);
+        self.max = self.max.max(u32::try_from(len).unwrap_or(u32::MAX));
     }
 
+    #[inline]
     fn contains(&self, len: usize) -> bool {
-        if len < 128 {
-            self.small & (1u128 << len) != 0
-        } else {
-            len <= self.max
+        match self.small.get(len / 64) {
+            Some(word) => word & (1u64 << (len % 64)) != 0,
+            None => len <= self.max as usize,
         }
     }
 }

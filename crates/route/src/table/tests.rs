@@ -252,6 +252,32 @@ fn method_is_exact_and_case_sensitive_and_head_does_not_match_get() {
 }
 
 #[test]
+fn every_standard_method_and_extension_methods_match_only_themselves() {
+    let names = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PURGE", "PURGEX",
+    ];
+    let matches: Vec<String> = names
+        .iter()
+        .map(|m| format!(r#"{{"path":{{"type":"Exact","value":"/{m}"}},"method":"{m}"}}"#))
+        .collect();
+    let t = table(&format!(
+        r#"{{"rules":[{{"matches":[{}],"backends":[]}}]}}"#,
+        matches.join(",")
+    ));
+    for (a, arm_method) in names.iter().enumerate() {
+        for request_method in names {
+            let req = Req::new(
+                Method::from_bytes(request_method.as_bytes()).unwrap(),
+                "h",
+                &format!("/{arm_method}"),
+            );
+            let want = (*arm_method == request_method).then_some((0, a));
+            assert_eq!(route(&t, &req), want, "{request_method} /{arm_method}");
+        }
+    }
+}
+
+#[test]
 fn header_name_case_is_ignored_and_value_case_is_not() {
     let t = table(
         r#"{"rules":[{"matches":[{"headers":[{"type":"Exact","name":"X-Tenant","value":"Blue"}]}],"backends":[]}]}"#,
@@ -687,4 +713,53 @@ fn spec_example_document_compiles_and_routes() {
     // files.example.com has no arm for /other: falls through past *.example.com (no match) to the default.
     assert_eq!(rule_of(&t, &Req::get("files.example.com", "/other")), Some(8));
     assert_eq!(rule_of(&t, &Req::get("unknown.test", "/")), Some(8));
+}
+
+#[test]
+fn big_indexes_find_every_hostname_and_path_and_nothing_else() {
+    // 3,000 rules: 1,000 exact hostnames, 500 wildcard suffixes and 30 hosts with 50 paths each, so the
+    // hash indexes hold thousands of keys and probes run through occupied slots.
+    let mut rules = Vec::new();
+    for i in 0..1000 {
+        rules.push(format!(r#"{{"hostnames":["h{i}.example.com"],"backends":[]}}"#));
+    }
+    for i in 0..500 {
+        rules.push(format!(r#"{{"hostnames":["*.w{i}.example.com"],"backends":[]}}"#));
+    }
+    for i in 0..1500 {
+        let (host, path) = (i % 30, i / 30);
+        rules.push(format!(
+            r#"{{"hostnames":["p{host}.example.org"],"matches":[{{"path":{{"type":"PathPrefix","value":"/s{path}/"}}}},{{"path":{{"type":"Exact","value":"/e{path}"}}}}],"backends":[]}}"#
+        ));
+    }
+    let t = table(&format!(r#"{{"rules":[{}]}}"#, rules.join(",")));
+    for i in 0..1000 {
+        assert_eq!(
+            rule_of(&t, &Req::get(&format!("H{i}.example.com"), "/x")),
+            Some(i)
+        );
+    }
+    for i in 0..500 {
+        assert_eq!(
+            rule_of(&t, &Req::get(&format!("a.b.w{i}.example.com"), "/")),
+            Some(1000 + i)
+        );
+    }
+    for i in 0..1500 {
+        let (host, path) = (i % 30, i / 30);
+        let host = format!("p{host}.example.org");
+        assert_eq!(
+            route(&t, &Req::get(&host, &format!("/s{path}/a/b"))),
+            Some((1500 + i, 0))
+        );
+        assert_eq!(
+            route(&t, &Req::get(&host, &format!("/e{path}"))),
+            Some((1500 + i, 1))
+        );
+        assert_eq!(route(&t, &Req::get(&host, &format!("/e{path}/x"))), None);
+        assert_eq!(route(&t, &Req::get(&host, &format!("/s{path}x"))), None);
+    }
+    assert_eq!(rule_of(&t, &Req::get("h1000.example.com", "/")), None);
+    assert_eq!(rule_of(&t, &Req::get("w1.example.com", "/")), None);
+    assert_eq!(rule_of(&t, &Req::get("p30.example.org", "/s1/")), None);
 }
