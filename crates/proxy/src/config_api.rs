@@ -2,7 +2,7 @@
 //! `/metrics`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use tunnelgate_config::Config;
 
 use crate::metrics::ApplyResult;
-use crate::state::{ApplyError, ProxyState};
+use crate::state::{Applied, ApplyError, ProxyState};
 
 /// Time allowed to receive a whole `PUT /config` body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,6 +109,8 @@ impl ConfigApi {
 
     /// The processing order of config-api.md §2.1: auth, content type, size, decode, validate, version, swap.
     async fn put_config(&self, req: Request<Incoming>) -> ApiResponse {
+        // The request head has been parsed; the phases logged below start here.
+        let started = Instant::now();
         let metrics = self.state.metrics();
         if !self.authorized(&req) {
             metrics.config_apply(ApplyResult::Unauthorized);
@@ -151,25 +153,56 @@ impl ConfigApi {
                 );
             }
         };
+        let received = Instant::now();
         // Decode and compile take tens of milliseconds of CPU for a large document: run them on a blocking
         // thread so the runtime's workers keep serving traffic meanwhile.
         let state = self.state.clone();
         let applied = tokio::task::spawn_blocking(move || {
+            let dequeued = Instant::now();
             let config = Config::from_json_slice(&body).map_err(Rejection::Decode)?;
+            let decoded = Instant::now();
+            let bytes = body.len();
             drop(body);
             match state.apply_retiring(&config) {
-                Ok((status, retired)) => Ok((status, retired, config)),
+                Ok(applied) => Ok((applied, config, bytes, dequeued, decoded)),
                 Err(e) => Err(Rejection::Apply(e)),
             }
         })
         .await;
         match applied {
-            Ok(Ok((status, retired, config))) => {
-                tracing::info!(version = status.version, rules = status.rules, "config applied");
+            Ok(Ok((applied, config, bytes, dequeued, decoded))) => {
+                let Applied {
+                    status,
+                    retired,
+                    phases,
+                } = applied;
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                tracing::info!(
+                    version = status.version,
+                    rules = status.rules,
+                    bytes,
+                    total_ms = ms(started.elapsed()),
+                    body_ms = ms(received - started),
+                    queue_ms = ms(dequeued - received),
+                    decode_ms = ms(decoded - dequeued),
+                    compile_ms = ms(phases.compile),
+                    pools_ms = ms(phases.pools),
+                    hosts_ms = ms(phases.hosts),
+                    swap_ms = ms(phases.swap),
+                    "config applied"
+                );
                 // The new table is live; free the replaced one and the decoded document off this path.
                 tokio::task::spawn_blocking(move || {
+                    let freeing = Instant::now();
                     drop(config);
-                    retired.release();
+                    let document = freeing.elapsed();
+                    let waited = retired.release();
+                    tracing::debug!(
+                        document_ms = ms(document),
+                        table_wait_ms = ms(waited.wait),
+                        table_ms = ms(waited.free),
+                        "replaced config freed"
+                    );
                 });
                 json_response(StatusCode::OK, &status.to_json())
             }

@@ -2,7 +2,7 @@
 //! config-api.md §6, readiness (§7) and the backend pools that belong to the active table.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -56,6 +56,36 @@ pub struct ConfigStatus {
 #[must_use = "drop it, or release it off the request path"]
 pub struct Retired(Arc<Active>);
 
+/// A successful apply: the new status, the snapshot it replaced, and how long each step took (logged by the
+/// config API, so an operator can see where an apply's time went).
+#[must_use = "drop the retired snapshot, or release it off the request path"]
+pub struct Applied {
+    pub status: ConfigStatus,
+    pub retired: Retired,
+    pub phases: ApplyPhases,
+}
+
+/// How long [`Retired::release`] waited for in-flight requests, and how long the free took (zero when a request
+/// still held the snapshot: the last of them frees it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    pub wait: Duration,
+    pub free: Duration,
+}
+
+/// Wall time of the steps of one apply on the applying thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyPhases {
+    /// `RouteTable::compile`.
+    pub compile: Duration,
+    /// Backend pools carried over or created.
+    pub pools: Duration,
+    /// The host metrics index.
+    pub hosts: Duration,
+    /// Waiting for the apply lock, the version check and the pointer store.
+    pub swap: Duration,
+}
+
 /// How long [`Retired::release`] waits for in-flight requests to let go of the old snapshot before leaving the
 /// last reference to them (a long response or a WebSocket session may hold it for hours).
 const RETIRE_WAIT: Duration = Duration::from_secs(5);
@@ -98,16 +128,13 @@ impl ProxyState {
     /// Validates, compiles and installs `config` with the version rules of config-api.md §6.2. Compilation
     /// happens before the apply lock is taken; only the version check and the pointer store run under it.
     pub fn apply(&self, config: &Config) -> Result<ConfigStatus, ApplyError> {
-        self.apply_retiring(config).map(|(status, retired)| {
-            drop(retired);
-            status
-        })
+        self.apply_retiring(config).map(|applied| applied.status)
     }
 
     /// [`ProxyState::apply`] that hands back the replaced snapshot instead of dropping it, so the caller can free
     /// it after replying. CPU-bound (a 10,000-rule document takes tens of milliseconds): call it from a blocking
     /// thread, not from an async task.
-    pub fn apply_retiring(&self, config: &Config) -> Result<(ConfigStatus, Retired), ApplyError> {
+    pub fn apply_retiring(&self, config: &Config) -> Result<Applied, ApplyError> {
         let started = Instant::now();
         let metrics = &self.shared.metrics;
         let result = self.apply_inner(config);
@@ -124,7 +151,8 @@ impl ProxyState {
         result
     }
 
-    fn apply_inner(&self, config: &Config) -> Result<(ConfigStatus, Retired), ApplyError> {
+    fn apply_inner(&self, config: &Config) -> Result<Applied, ApplyError> {
+        let started = Instant::now();
         if config.version < 0 {
             return Err(ApplyError::Invalid {
                 message: "version must be >= 0".into(),
@@ -141,11 +169,13 @@ impl ProxyState {
                 path: None,
             },
         })?;
+        let compiled = Instant::now();
 
         // Reuse the pools (and their warm connections) of upstreams the new table still names.
         let previous = self.shared.active.load();
-        let mut clients = FxHashMap::default();
-        for upstream in table.shared_upstreams() {
+        let upstreams = table.shared_upstreams();
+        let mut clients = FxHashMap::with_capacity_and_hasher(upstreams.len(), Default::default());
+        for upstream in upstreams {
             if clients.contains_key(upstream) {
                 continue;
             }
@@ -155,23 +185,24 @@ impl ProxyState {
             };
             clients.insert(client.upstream.clone(), client);
         }
+        let pooled = Instant::now();
         // Metric handles are resolved on a pattern's first request, not here: 17 labelled series per pattern
         // for every pattern of a 10,000-rule table cost tens of MiB and most of an apply's time. Handles already
-        // resolved by the previous table are carried over.
+        // resolved by the previous table are carried over: only the patterns that saw traffic are looked up.
         let mut hosts = HostMetricsIndex::with_capacity_and_hasher(
             table.rules().iter().map(|r| r.hostnames.len().max(1)).sum(),
             Default::default(),
         );
         for pattern in hostname_patterns(&table) {
-            if !hosts.contains_key(pattern) {
-                let slot = OnceLock::new();
-                if let Some(handles) = previous.hosts.get(pattern).and_then(OnceLock::get) {
-                    let _ = slot.set(handles.clone());
-                }
-                hosts.insert(pattern.into(), slot);
+            hosts.entry(pattern.into()).or_default();
+        }
+        for (pattern, resolved) in previous.hosts.iter() {
+            if let (Some(handles), Some(slot)) = (resolved.get(), hosts.get(pattern)) {
+                let _ = slot.set(handles.clone());
             }
         }
         drop(previous);
+        let indexed = Instant::now();
 
         let received = config.version;
         let rules = table.rule_count();
@@ -202,6 +233,7 @@ impl ProxyState {
             clients,
         }));
         drop(guard);
+        let swapped = Instant::now();
         self.shared.metrics.config_version.set(version);
         self.shared.metrics.config_rules.set(rules as i64);
         let status = ConfigStatus {
@@ -210,7 +242,16 @@ impl ProxyState {
             rules,
             applied_at: Some(applied_at),
         };
-        Ok((status, Retired(old)))
+        Ok(Applied {
+            status,
+            retired: Retired(old),
+            phases: ApplyPhases {
+                compile: compiled - started,
+                pools: pooled - compiled,
+                hosts: indexed - pooled,
+                swap: swapped - indexed,
+            },
+        })
     }
 
     /// The status object of the active table.
@@ -272,10 +313,16 @@ impl ProxyState {
 impl Retired {
     /// Frees the snapshot here, on the calling (blocking) thread: waits up to a few seconds for requests that
     /// still use it, polling, so that the frees happen here rather than at the end of some request.
-    pub fn release(self) {
+    pub fn release(self) -> Released {
         let started = Instant::now();
         while Arc::strong_count(&self.0) > 1 && started.elapsed() < RETIRE_WAIT {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        let freeing = Instant::now();
+        drop(self);
+        Released {
+            wait: freeing - started,
+            free: freeing.elapsed(),
         }
     }
 }
@@ -365,11 +412,12 @@ mod tests {
     #[test]
     fn apply_retiring_hands_back_the_replaced_snapshot() {
         let state = ProxyState::new(Registry::default());
-        let (status, first) = state.apply_retiring(&doc(1)).unwrap();
-        assert_eq!(status.version, 1);
+        let applied = state.apply_retiring(&doc(1)).unwrap();
+        assert_eq!(applied.status.version, 1);
+        let first = applied.retired;
         assert_eq!(first.0.version, 0, "the empty snapshot the state started with");
         let in_flight = state.active();
-        let (_, second) = state.apply_retiring(&doc(2)).unwrap();
+        let second = state.apply_retiring(&doc(2)).unwrap().retired;
         assert_eq!(second.0.version, 1);
         assert!(Arc::ptr_eq(&second.0, &in_flight));
         assert_eq!(state.active().version, 2);
