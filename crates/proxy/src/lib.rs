@@ -16,6 +16,7 @@
 
 mod access_log;
 mod body;
+mod coalesce;
 mod config_api;
 mod drain;
 mod forward;

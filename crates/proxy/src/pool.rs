@@ -318,7 +318,7 @@ impl AsyncWrite for BackendStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Plain(s) => crate::coalesce::poll_write_vectored(Pin::new(s), cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
