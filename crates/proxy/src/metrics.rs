@@ -263,6 +263,35 @@ impl Metrics {
         }
     }
 
+    /// Removes every series labelled with `hostname`, once no config routes that pattern any more, so that the
+    /// label set stays bounded by the patterns of the active config rather than growing with every pattern ever
+    /// applied. A pattern that comes back starts from zero (a counter reset, which Prometheus handles).
+    /// Requests still in flight keep their handles; what they count after this is not exported. The `unmatched`
+    /// series are never removed.
+    pub fn forget_host(&self, hostname: &str) {
+        if hostname == UNMATCHED {
+            return;
+        }
+        for status_class in STATUS_CLASSES {
+            self.requests.remove(&HostClassLabels {
+                hostname: hostname.to_owned(),
+                status_class,
+            });
+        }
+        for reason in BACKEND_ERROR_REASONS {
+            self.backend_errors.remove(&HostReasonLabels {
+                hostname: hostname.to_owned(),
+                reason,
+            });
+        }
+        let labels = HostLabels {
+            hostname: hostname.to_owned(),
+        };
+        self.request_duration.remove(&labels);
+        self.request_bytes.remove(&labels);
+        self.response_bytes.remove(&labels);
+    }
+
     /// Handles for requests that matched no route.
     pub fn unmatched(&self) -> &Arc<HostMetrics> {
         &self.unmatched

@@ -196,11 +196,6 @@ impl ProxyState {
         for pattern in hostname_patterns(&table) {
             hosts.entry(pattern.into()).or_default();
         }
-        for (pattern, resolved) in previous.hosts.iter() {
-            if let (Some(handles), Some(slot)) = (resolved.get(), hosts.get(pattern)) {
-                let _ = slot.set(handles.clone());
-            }
-        }
         drop(previous);
         let indexed = Instant::now();
 
@@ -211,7 +206,8 @@ impl ProxyState {
             .apply_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.shared.active.load().version;
+        let replaced = self.shared.active.load();
+        let current = replaced.version;
         if received > 0 && received < current {
             return Err(ApplyError::Stale { current, received });
         }
@@ -222,6 +218,14 @@ impl ProxyState {
             );
         }
         let version = received.max(current);
+        // Carried over under the lock, from the table this one replaces: a concurrent apply cannot slip in
+        // between, so no handle whose series `forget_host` below removed is carried into a later table.
+        for (pattern, resolved) in replaced.hosts.iter() {
+            if let (Some(handles), Some(slot)) = (resolved.get(), hosts.get(pattern)) {
+                let _ = slot.set(handles.clone());
+            }
+        }
+        drop(replaced);
         let applied_at = SystemTime::now();
         // The old table and any pool only it referenced are dropped once the last in-flight request that
         // loaded it finishes; idle connections of dropped pools close with them.
@@ -232,6 +236,15 @@ impl ProxyState {
             hosts,
             clients,
         }));
+        // Series of patterns no config routes any more are removed, so that /metrics does not grow with every
+        // pattern ever applied.
+        let installed = self.shared.active.load();
+        for (pattern, resolved) in old.hosts.iter() {
+            if resolved.get().is_some() && !installed.hosts.contains_key(pattern) {
+                self.shared.metrics.forget_host(pattern);
+            }
+        }
+        drop(installed);
         drop(guard);
         let swapped = Instant::now();
         self.shared.metrics.config_version.set(version);

@@ -313,6 +313,47 @@ async fn unknown_paths_and_methods() {
     assert!(r.body.is_empty());
 }
 
+/// The `hostname` label set follows the active config: series of a pattern that the new config no longer routes
+/// are removed, those of patterns it keeps go on counting, and a pattern that comes back starts from zero.
+#[tokio::test]
+async fn metric_series_of_patterns_left_out_of_the_config_are_removed() {
+    let proxy = Proxy::start().await;
+    let backend = Backend::start("m").await;
+    let url = backend.url();
+    let two = |version: i64, hosts: [&str; 2]| {
+        serde_json::json!({
+            "version": version,
+            "rules": [
+                {"hostnames": [hosts[0]], "backends": [{"url": url, "weight": 1}]},
+                {"hostnames": [hosts[1]], "backends": [{"url": url, "weight": 1}]},
+            ],
+        })
+    };
+    let series = |host: &str, n: u32| {
+        format!(r#"cftunnel_proxy_requests_total{{hostname="{host}",status_class="2xx"}} {n}"#)
+    };
+    proxy.push(two(1, ["kept.example.com", "gone.example.com"])).await;
+    assert_eq!(proxy.get("kept.example.com", "/").await.status, 200);
+    assert_eq!(proxy.get("gone.example.com", "/").await.status, 200);
+    let text = String::from_utf8(proxy.config_get("/metrics").await.body.to_vec()).unwrap();
+    assert!(text.contains(&series("gone.example.com", 1)), "{text}");
+
+    proxy.push(two(2, ["kept.example.com", "new.example.com"])).await;
+    assert_eq!(proxy.get("kept.example.com", "/").await.status, 200);
+    let text = String::from_utf8(proxy.config_get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        !text.contains("gone.example.com"),
+        "series of a removed pattern kept:\n{text}"
+    );
+    assert!(text.contains(&series("kept.example.com", 2)), "{text}");
+
+    proxy.push(two(3, ["kept.example.com", "gone.example.com"])).await;
+    assert_eq!(proxy.get("gone.example.com", "/").await.status, 200);
+    let text = String::from_utf8(proxy.config_get("/metrics").await.body.to_vec()).unwrap();
+    assert!(text.contains(&series("gone.example.com", 1)), "{text}");
+    assert!(text.contains(&series("kept.example.com", 2)), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_are_exported_and_can_be_disabled() {
     let proxy = Proxy::start().await;
