@@ -372,21 +372,29 @@ def backend_accepts(port):
 
 def cpu_seconds(pid):
     """utime + stime of a process and its direct children (nginx workers), in seconds."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid):
+    """(utime, stime) of a process and its direct children (nginx workers), in seconds."""
     pids = [pid]
     try:
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
             pids += [int(x) for x in f.read().split()]
     except OSError:
         pass
-    ticks = 0
+    user = system = 0
     for p in pids:
         try:
             with open("/proc/%d/stat" % p) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return ticks / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return user / tck, system / tck
 
 
 def fmt_ms(v):
@@ -400,11 +408,12 @@ def print_report(res, out):
                                                                  res.get("load_after", "?")))
     w("wrk -t%d -c%d -d%ds --latency, %d round(s), medians\n\n" % (res["threads"], res["connections"],
                                                                     res["duration"], res["rounds"]))
-    w("| target | req/s | p50 ms | p99 ms | CPU us/req | req/s per round | errors | new backend conns/round |\n"
+    w("| target | req/s | p50 ms | p99 ms | CPU us/req (user+sys) | req/s per round | errors |"
+      " new backend conns/round |\n"
       "|---|---:|---:|---:|---:|---|---:|---:|\n")
     for name, r in res["throughput"].items():
-        w("| %s | %.0f | %s | %s | %.1f | %s | %d | %d |\n" % (
-            name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"],
+        w("| %s | %.0f | %s | %s | %.1f (%.1f+%.1f) | %s | %d | %d |\n" % (
+            name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"], r["user_us"], r["sys_us"],
             " ".join("%.0f" % x for x in r["rounds_rps"]), r["errors"], r["backend_conns"]))
     w("\n")
     t = res["throughput"]
@@ -601,14 +610,20 @@ def main():
             rot = order[rnd % len(order):] + order[: rnd % len(order)]
             for name in rot:
                 before = backend_accepts(backend_port)
-                cpu_before = cpu_seconds(pids[name])
+                user_before, sys_before = cpu_split(pids[name])
                 r = run_wrk("http://127.0.0.1:%d/" % targets[name], hosts[name], duration, a.threads, a.connections)
-                r["cpu_us"] = (cpu_seconds(pids[name]) - cpu_before) * 1e6 / max(1, r["requests"])
+                user_after, sys_after = cpu_split(pids[name])
+                n = max(1, r["requests"])
+                r["user_us"] = (user_after - user_before) * 1e6 / n
+                r["sys_us"] = (sys_after - sys_before) * 1e6 / n
+                r["cpu_us"] = r["user_us"] + r["sys_us"]
                 # Minus the harness's own status request.
                 r["backend_conns"] = backend_accepts(backend_port) - before - 1
                 per[name].append(r)
-                print("round %d %-15s %8.0f req/s  p50 %s ms  p99 %s ms  cpu %.1f us/req  errors %d  new backend conns %d" % (
-                    rnd + 1, name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"], r["errors"],
+                print("round %d %-15s %8.0f req/s  p50 %s ms  p99 %s ms  cpu %.1f us/req (user %.1f sys %.1f)  errors %d"
+                      "  new backend conns %d" % (
+                    rnd + 1, name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"], r["user_us"],
+                    r["sys_us"], r["errors"],
                     r["backend_conns"]),
                     flush=True)
         res["throughput"] = {}
@@ -620,6 +635,8 @@ def main():
                 "p99": statistics.median(x["p99"] for x in rs),
                 "rounds_rps": [x["rps"] for x in rs],
                 "cpu_us": statistics.median(x["cpu_us"] for x in rs),
+                "user_us": statistics.median(x["user_us"] for x in rs),
+                "sys_us": statistics.median(x["sys_us"] for x in rs),
                 "errors": sum(x["errors"] for x in rs),
                 "backend_conns": max(x["backend_conns"] for x in rs),
             }
