@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
 use tunnelgate_config::Config;
 
 use crate::metrics::ApplyResult;
@@ -154,10 +155,12 @@ impl ConfigApi {
             }
         };
         let received = Instant::now();
-        // Decode and compile take tens of milliseconds of CPU for a large document: run them on a blocking
-        // thread so the runtime's workers keep serving traffic meanwhile.
+        // Decode and compile take tens of milliseconds of CPU for a large document: run them off the runtime so
+        // its workers keep serving traffic meanwhile, on a thread of their own that ends with the apply. When a
+        // thread ends, the allocator takes back the memory it kept cached for that thread; a pooled blocking
+        // thread would sit idle for seconds holding megabytes of the apply's freed allocations.
         let state = self.state.clone();
-        let applied = tokio::task::spawn_blocking(move || {
+        let applied = on_own_thread("config-apply", move || {
             let dequeued = Instant::now();
             let config = Config::from_json_slice(&body).map_err(Rejection::Decode)?;
             let decoded = Instant::now();
@@ -167,8 +170,17 @@ impl ConfigApi {
                 Ok(applied) => Ok((applied, config, bytes, dequeued, decoded)),
                 Err(e) => Err(Rejection::Apply(e)),
             }
-        })
-        .await;
+        });
+        let applied = match applied {
+            Ok(result) => result.await,
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the config apply thread");
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": "internal error"}),
+                );
+            }
+        };
         match applied {
             Ok(Ok((applied, config, bytes, dequeued, decoded))) => {
                 let Applied {
@@ -191,8 +203,9 @@ impl ConfigApi {
                     swap_ms = ms(phases.swap),
                     "config applied"
                 );
-                // The new table is live; free the replaced one and the decoded document off this path.
-                tokio::task::spawn_blocking(move || {
+                // The new table is live; free the replaced one and the decoded document off this path, on a
+                // thread of their own too. Should no thread start, they are freed here.
+                let _ = on_own_thread("config-free", move || {
                     let freeing = Instant::now();
                     drop(config);
                     let document = freeing.elapsed();
@@ -221,8 +234,8 @@ impl ConfigApi {
                     &json!({"error": "stale config version", "current": current, "received": received}),
                 )
             }
-            Err(e) => {
-                tracing::error!(error = %e, "config apply failed");
+            Err(_) => {
+                tracing::error!("config apply failed: the apply thread panicked");
                 json_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &json!({"error": "internal error"}),
@@ -245,6 +258,19 @@ impl ConfigApi {
         let got: [u8; 32] = Sha256::digest(&bytes[7..]).into();
         got.ct_eq(want).into()
     }
+}
+
+/// Runs `work` on a new thread named `name`; the receiver gets its result, or an error if it panicked.
+fn on_own_thread<T, F>(name: &str, work: F) -> std::io::Result<oneshot::Receiver<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        let _ = tx.send(work());
+    })?;
+    Ok(rx)
 }
 
 /// Reads at most `limit` bytes; `None` when the body is longer. `expected` (at most `limit`) is the room
