@@ -40,8 +40,8 @@ pub struct RouteTable {
     /// The arms of every bucket. Each bucket's RegularExpression arms are one run; its Exact and PathPrefix
     /// arms are one run per path string (Exact arms first), each in precedence order.
     arms: Vec<BucketArm>,
-    /// (bucket, path string) → the first arm of that path's run.
-    paths: HashIndex,
+    /// (bucket, path string) → the path's run.
+    paths: PathIndex,
     /// The path strings of the runs, end to end.
     path_keys: String,
     /// Keyed per table: index keys come from the config and probes from clients, so neither can aim at a slot.
@@ -104,21 +104,16 @@ struct Bucket {
     regex: (u32, u32),
 }
 
-/// One arm in a bucket, with what the lookup needs to select it inline: its path string's range (the index key
-/// of its run), the method as a small code, and whether header or query conditions must be checked on the
-/// rule's arm. Aligned so that an arm never straddles two cache lines.
+/// One arm in a bucket, with what the lookup needs to select it inline: the method as a small code, and
+/// whether header or query conditions must be checked on the rule's arm. Aligned so that an arm never straddles
+/// two cache lines.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(align(32))]
+#[repr(align(16))]
 struct BucketArm {
     /// Position in the bucket's precedence order (0 = best).
     rank: u32,
     rule: u32,
     arm: u32,
-    bucket: u32,
-    /// Byte range of the arm's path string (Exact value or normalised prefix) in `RouteTable::path_keys`.
-    key: (u32, u32),
-    /// The precedence length shared by every PathPrefix arm of the run (0 when it has none).
-    prefix_len: u32,
     method: MethodCode,
     flags: u8,
 }
@@ -129,8 +124,6 @@ const PREFIX: u8 = 1;
 const MORE: u8 = 2;
 /// The arm ends its path run.
 const LAST: u8 = 4;
-/// The arm starts its path run (the path index points at it).
-const HEAD: u8 = 8;
 
 /// A method condition as a byte: 0 for none, the standard methods by number, [`EXTENSION`] for any other (then
 /// the rule's arm holds the method).
@@ -138,7 +131,7 @@ type MethodCode = u8;
 const ANY_METHOD: MethodCode = 0;
 const EXTENSION: MethodCode = u8::MAX;
 
-/// A set of byte lengths: exact below 128, an upper bound above.
+/// A set of byte lengths: exact below [`SMALL_LEN`], an upper bound above.
 #[derive(Debug, Default, Clone, Copy)]
 struct LengthSet {
     small: [u64; 2],
@@ -161,6 +154,36 @@ struct Slot {
 }
 
 const EMPTY: u32 = u32::MAX;
+
+/// The index of path runs by (bucket, path string): like [`HashIndex`], but a slot holds the whole run header
+/// and what the lookup decides on in the run's first arm. A probe reads the slot, then the key bytes (to check
+/// them) and, only for a run of several arms or an arm with more conditions, the arm records: both follow the
+/// slot directly, neither waits for the other.
+#[derive(Debug, Default)]
+struct PathIndex {
+    /// About two thirds full; any length (a slot is found by multiplying the hash, not masking it).
+    slots: Box<[PathSlot]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PathSlot {
+    /// 16 more bits of the key's hash.
+    tag: u16,
+    /// The first arm's method code and flags.
+    method: MethodCode,
+    flags: u8,
+    /// The precedence length shared by every PathPrefix arm of the run (0 when it has none).
+    prefix_len: u32,
+    bucket: u32,
+    /// The path string (Exact value or normalised prefix): start and length in `RouteTable::path_keys`.
+    key: u32,
+    key_len: u32,
+    /// The run's first arm in `RouteTable::arms`; [`EMPTY`] for a free slot.
+    first: u32,
+}
+
+/// Lengths below this are kept exactly in a [`LengthSet`].
+const SMALL_LEN: usize = 128;
 
 impl RouteTable {
     /// Validates and compiles a document. On error, every bad field is reported, in document order.
@@ -247,20 +270,33 @@ impl RouteTable {
         self.labels.as_bytes().get(start as usize..end as usize)
     }
 
-    fn key_of(&self, arm: &BucketArm) -> &str {
-        let (start, end) = arm.key;
+    fn key_of(&self, slot: &PathSlot) -> &str {
+        let start = slot.key as usize;
         self.path_keys
-            .get(start as usize..end as usize)
+            .get(start..start + slot.key_len as usize)
             .unwrap_or_default()
     }
 
-    /// The first arm of the run of `path` in bucket `bucket`.
-    fn path_run(&self, bucket: u32, path: &[u8]) -> Option<u32> {
-        self.paths.get(self.hash(bucket, path), |first| {
-            self.arms
-                .get(first as usize)
-                .is_some_and(|arm| arm.bucket == bucket && self.key_of(arm).as_bytes() == path)
+    /// The run of `path` in bucket `bucket`.
+    fn path_run(&self, bucket: u32, path: &[u8]) -> Option<&PathSlot> {
+        self.paths.get(self.hash(bucket, path), |slot| {
+            slot.bucket == bucket
+                && slot.key_len as usize == path.len()
+                && self.key_of(slot).as_bytes() == path
         })
+    }
+
+    /// The first arm of the run at `slot` of the wanted type (`PREFIX` or 0) whose other conditions hold.
+    fn run_hit(&self, slot: &PathSlot, want: u8, req: &RequestHead<'_>, method: MethodCode) -> Option<u32> {
+        if slot.flags & LAST != 0 {
+            return (slot.flags & PREFIX == want
+                && self.holds(slot.method, slot.flags, slot.first, req, method))
+            .then_some(slot.first);
+        }
+        self.run(slot.first)
+            .zip(slot.first..)
+            .find(|&(arm, i)| arm.flags & PREFIX == want && self.holds(arm.method, arm.flags, i, req, method))
+            .map(|(_, i)| i)
     }
 
     /// The arms of the path run starting at `first`, Exact arms first.
@@ -280,6 +316,7 @@ impl RouteTable {
     fn find_in<'t>(&'t self, index: u32, req: &RequestHead<'_>, method: MethodCode) -> Option<RouteHit<'t>> {
         let bucket = self.buckets.get(index as usize)?;
         let (hit, prefix) = self.find(index, bucket, req, method)?;
+        let hit = self.arms.get(hit as usize)?;
         let rule_index = hit.rule as usize;
         let (start, end) = bucket.label;
         Some(RouteHit {
@@ -287,19 +324,19 @@ impl RouteTable {
             rule_index,
             arm_index: hit.arm as usize,
             hostname: self.labels.get(start as usize..end as usize)?,
-            prefix: prefix.then(|| self.key_of(hit)),
+            prefix: prefix.map(|slot| self.key_of(slot)),
         })
     }
 
-    /// The first arm of the bucket in precedence order whose conditions all hold, and whether it is a PathPrefix
-    /// arm.
-    fn find(
-        &self,
+    /// The first arm of the bucket in precedence order whose conditions all hold, and its run when it is a
+    /// PathPrefix arm.
+    fn find<'t>(
+        &'t self,
         index: u32,
         bucket: &Bucket,
         req: &RequestHead<'_>,
         method: MethodCode,
-    ) -> Option<(&BucketArm, bool)> {
+    ) -> Option<(u32, Option<&'t PathSlot>)> {
         let path = req.path.as_bytes();
         let len = path.len();
         let whole = if bucket.exact_lens.contains(len) || bucket.prefix_lens.contains(len) {
@@ -308,84 +345,100 @@ impl RouteTable {
             None
         };
         // Tier 1: Exact arms rank above every other type; only those equal to the path can match.
-        if let Some(first) = whole
-            && let Some(hit) = self
-                .run(first)
-                .take_while(|a| a.flags & PREFIX == 0)
-                .find(|a| self.rest_holds(a, req, method))
+        if let Some(slot) = whole
+            && let Some(hit) = self.run_hit(slot, 0, req, method)
         {
-            return Some((hit, false));
+            return Some((hit, None));
         }
         // Tier 2: RegularExpression arms, in precedence order.
         let (start, end) = bucket.regex;
-        if let Some(hit) = self
-            .arms
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-            .iter()
-            .find(|a| self.arm_of(a).is_some_and(|arm| arm.matches(req)))
-        {
-            return Some((hit, false));
+        if let Some(hit) = (start..end).find(|&i| self.arm_at(i).is_some_and(|arm| arm.matches(req))) {
+            return Some((hit, None));
         }
         // Tier 3: PathPrefix arms. The prefixes that can match are exactly the path itself and the path cut
         // before each `/`; longer ones have the greater (or equal) precedence length, so walk them longest first
         // and keep the best rank among runs of equal length (only `""` and `"/"` can tie).
-        let mut best: Option<&BucketArm> = None;
-        let mut probe = |first: Option<u32>| -> bool {
-            let Some(head) = first.and_then(|first| self.arms.get(first as usize)) else {
+        // The best hit so far: its arm and run.
+        let mut best: Option<(u32, &'t PathSlot)> = None;
+        let rank = |i: u32| self.arms.get(i as usize).map_or(u32::MAX, |arm| arm.rank);
+        let mut probe = |found: Option<&'t PathSlot>| -> bool {
+            let Some(slot) = found else {
                 return true;
             };
-            if let Some(current) = best
-                && head.prefix_len < current.prefix_len
+            if let Some((_, current)) = best
+                && slot.prefix_len < current.prefix_len
             {
                 return false;
             }
-            if let Some(first) = first
-                && let Some(hit) = self
-                    .run(first)
-                    .filter(|a| a.flags & PREFIX != 0)
-                    .find(|a| self.rest_holds(a, req, method))
-            {
+            if let Some(hit) = self.run_hit(slot, PREFIX, req, method) {
                 best = match best {
-                    Some(current) if current.rank < hit.rank => Some(current),
-                    _ => Some(hit),
+                    Some(current) if rank(current.0) < rank(hit) => Some(current),
+                    _ => Some((hit, slot)),
                 };
             }
             true
         };
         if bucket.prefix_lens.contains(len) && !probe(whole) {
-            return best.map(|hit| (hit, true));
+            return best.map(|(hit, slot)| (hit, Some(slot)));
         }
         // Cuts longer than the longest prefix cannot match; start the backwards scan there.
         let mut end = len.min((bucket.prefix_lens.max as usize).saturating_add(1));
-        while end > 0 {
+        while end > SMALL_LEN {
             end -= 1;
             if path.get(end) == Some(&b'/') && bucket.prefix_lens.contains(end) {
                 let candidate = path.get(..end).unwrap_or_default();
                 if !probe(self.path_run(index, candidate)) {
-                    break;
+                    return best.map(|(hit, slot)| (hit, Some(slot)));
                 }
             }
         }
-        best.map(|hit| (hit, true))
+        // Below 128 bytes the cuts worth a probe are the prefix lengths at which the path has a `/`: gather them
+        // as bits first, so the scan has no branch per byte of the path.
+        let mut cuts = 0u128;
+        let below_end = 1u128.checked_shl(end as u32).map_or(u128::MAX, |bit| bit - 1);
+        let mut lens = bucket.prefix_lens.small() & below_end;
+        while lens != 0 {
+            let cut = lens.trailing_zeros();
+            lens &= lens - 1;
+            cuts |= u128::from(path.get(cut as usize) == Some(&b'/')) << cut;
+        }
+        while cuts != 0 {
+            let cut = 127 - cuts.leading_zeros();
+            cuts &= !(1u128 << cut);
+            let candidate = path.get(..cut as usize).unwrap_or_default();
+            if !probe(self.path_run(index, candidate)) {
+                break;
+            }
+        }
+        best.map(|(hit, slot)| (hit, Some(slot)))
     }
 
-    /// Method, header and query conditions of an arm the path index selected.
-    fn rest_holds(&self, entry: &BucketArm, req: &RequestHead<'_>, method: MethodCode) -> bool {
-        if entry.method != ANY_METHOD
-            && (entry.method != method
+    /// Method, header and query conditions of the arm `record` of `RouteTable::arms`, whose method code and
+    /// flags the caller has at hand; the path index selected it.
+    fn holds(
+        &self,
+        code: MethodCode,
+        flags: u8,
+        record: u32,
+        req: &RequestHead<'_>,
+        method: MethodCode,
+    ) -> bool {
+        if code != ANY_METHOD
+            && (code != method
                 || (method == EXTENSION
-                    && self.arm_of(entry).and_then(|arm| arm.method.as_ref()) != Some(req.method)))
+                    && self.arm_at(record).and_then(|arm| arm.method.as_ref()) != Some(req.method)))
         {
             return false;
         }
-        entry.flags & MORE == 0
+        flags & MORE == 0
             || self
-                .arm_of(entry)
+                .arm_at(record)
                 .is_some_and(|arm| arm.headers_and_query_match(req))
     }
 
-    fn arm_of(&self, entry: &BucketArm) -> Option<&Arm> {
+    /// The rule's arm behind `record` of `RouteTable::arms`.
+    fn arm_at(&self, record: u32) -> Option<&Arm> {
+        let entry = self.arms.get(record as usize)?;
         self.rules.get(entry.rule as usize)?.arms.get(entry.arm as usize)
     }
 
@@ -433,6 +486,8 @@ impl RouteTable {
             ..RouteTable::default()
         };
         let mut rule_indexes = Vec::new();
+        // The path index's entries; the index is built with its final size once they are all known.
+        let mut runs = Vec::new();
         for group in groups {
             let Some(&(pattern, _)) = group.first() else {
                 continue;
@@ -443,7 +498,7 @@ impl RouteTable {
             pattern.write_label(&mut table.labels);
             let label = (start as u32, table.labels.len() as u32);
             let index = table.buckets.len() as u32;
-            let bucket = Bucket::new(index, label, &rules, &rule_indexes, &mut table);
+            let bucket = Bucket::new(index, label, &rules, &rule_indexes, &mut table, &mut runs);
             table.buckets.push(bucket);
             match pattern {
                 HostPattern::Exact(name) => {
@@ -461,16 +516,14 @@ impl RouteTable {
             let end = table.labels.len() as u32;
             let index = table.buckets.len() as u32;
             table.default = Some(index);
-            let bucket = Bucket::new(index, (end, end), &rules, &defaults, &mut table);
+            let bucket = Bucket::new(index, (end, end), &rules, &defaults, &mut table, &mut runs);
             table.buckets.push(bucket);
         }
         table.arms.shrink_to_fit();
         table.path_keys.shrink_to_fit();
-        let mut paths = HashIndex::with_capacity(table.arms.iter().filter(|a| a.flags & HEAD != 0).count());
-        for (i, arm) in table.arms.iter().enumerate() {
-            if arm.flags & HEAD != 0 {
-                paths.insert(table.hash(arm.bucket, table.key_of(arm).as_bytes()), i as u32);
-            }
+        let mut paths = PathIndex::with_capacity(runs.len());
+        for run in runs {
+            paths.insert(table.hash(run.bucket, table.key_of(&run).as_bytes()), run);
         }
         table.paths = paths;
         table.rules = rules;
@@ -525,14 +578,15 @@ impl Rule {
 }
 
 impl Bucket {
-    /// Builds bucket number `index` of the arms of `rule_indexes`, appending its arms to `table.arms` and its
-    /// path strings to `table.path_keys`.
+    /// Builds bucket number `index` of the arms of `rule_indexes`, appending its arms to `table.arms`, its path
+    /// strings to `table.path_keys` and its path runs to `runs`.
     fn new(
         index: u32,
         label: (u32, u32),
         rules: &[Rule],
         rule_indexes: &[u32],
         table: &mut RouteTable,
+        runs: &mut Vec<PathSlot>,
     ) -> Bucket {
         let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
@@ -562,7 +616,6 @@ impl Bucket {
                 rank: rank as u32,
                 rule: r,
                 arm: a,
-                bucket: index,
                 method: arm.method.as_ref().map_or(ANY_METHOD, method_code),
                 flags: if arm.headers.is_empty() && arm.query.is_empty() {
                     0
@@ -592,21 +645,24 @@ impl Bucket {
             let Some(&(path, ..)) = group.first() else {
                 continue;
             };
-            let start = table.path_keys.len() as u32;
+            let key = table.path_keys.len() as u32;
             table.path_keys.push_str(path);
-            let key = (start, table.path_keys.len() as u32);
-            let prefix_len = group.last().filter(|g| g.1).map_or(0, |g| g.2);
-            let first = table.arms.len();
-            table.arms.extend(group.iter().map(|g| BucketArm {
-                key,
-                prefix_len,
-                ..g.3
-            }));
-            if let Some(head) = table.arms.get_mut(first) {
-                head.flags |= HEAD;
-            }
+            let first = table.arms.len() as u32;
+            table.arms.extend(group.iter().map(|g| g.3));
             if let Some(last) = table.arms.last_mut() {
                 last.flags |= LAST;
+            }
+            if let Some(head) = table.arms.get(first as usize) {
+                runs.push(PathSlot {
+                    tag: 0,
+                    method: head.method,
+                    flags: head.flags,
+                    prefix_len: group.last().filter(|g| g.1).map_or(0, |g| g.2),
+                    bucket: index,
+                    key,
+                    key_len: path.len() as u32,
+                    first,
+                });
             }
         }
         bucket
@@ -674,7 +730,75 @@ impl HashIndex {
     }
 }
 
+impl PathIndex {
+    /// An empty index with room for `runs` keys.
+    fn with_capacity(runs: usize) -> PathIndex {
+        if runs == 0 {
+            return PathIndex::default();
+        }
+        let free = PathSlot {
+            tag: 0,
+            method: ANY_METHOD,
+            flags: 0,
+            prefix_len: 0,
+            bucket: 0,
+            key: 0,
+            key_len: 0,
+            first: EMPTY,
+        };
+        PathIndex {
+            slots: vec![free; runs + runs / 2 + 1].into_boxed_slice(),
+        }
+    }
+
+    /// The slot where a probe for `hash` starts: the hash's high bits scaled to the length.
+    fn home(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// Adds a run. The caller adds each key once and no more keys than the capacity.
+    fn insert(&mut self, hash: u64, slot: PathSlot) {
+        let mut i = self.home(hash);
+        for _ in 0..self.slots.len() {
+            if let Some(free) = self.slots.get_mut(i)
+                && free.first == EMPTY
+            {
+                *free = PathSlot {
+                    tag: hash as u16,
+                    ..slot
+                };
+                return;
+            }
+            i = if i + 1 == self.slots.len() { 0 } else { i + 1 };
+        }
+    }
+
+    /// The run whose key hashes to `hash` and whose first arm `is_key` accepts.
+    #[inline]
+    fn get(&self, hash: u64, mut is_key: impl FnMut(&PathSlot) -> bool) -> Option<&PathSlot> {
+        let tag = hash as u16;
+        let mut i = self.home(hash);
+        for _ in 0..self.slots.len() {
+            let slot = self.slots.get(i)?;
+            if slot.first == EMPTY {
+                return None;
+            }
+            if slot.tag == tag && is_key(slot) {
+                return Some(slot);
+            }
+            i = if i + 1 == self.slots.len() { 0 } else { i + 1 };
+        }
+        None
+    }
+}
+
 impl LengthSet {
+    /// The lengths below [`SMALL_LEN`] as bits.
+    #[inline]
+    fn small(&self) -> u128 {
+        u128::from(self.small[0]) | u128::from(self.small[1]) << 64
+    }
+
     fn insert(&mut self, len: usize) {
         if let Some(word) = self.small.get_mut(len / 64) {
             *word |= 1u64 << (len % 64);
