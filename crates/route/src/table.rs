@@ -37,8 +37,9 @@ pub struct RouteTable {
     default: Option<u32>,
     /// The buckets' metrics labels, end to end in one allocation; an exact bucket's label is also its index key.
     labels: String,
-    /// The arms of every bucket. Each bucket's RegularExpression arms are one run; its Exact and PathPrefix
-    /// arms are one run per path string (Exact arms first), each in precedence order.
+    /// Each bucket's RegularExpression arms, as one run in precedence order, and the Exact and PathPrefix arms
+    /// of each path string that has several (Exact arms first, each type in precedence order). A path string
+    /// with one arm (most have one) keeps it in its path index slot.
     arms: Vec<BucketArm>,
     /// (bucket, path string) → the path's run.
     paths: PathIndex,
@@ -107,11 +108,9 @@ struct Bucket {
 /// One arm in a bucket, with what the lookup needs to select it inline: the method as a small code, and
 /// whether header or query conditions must be checked on the rule's arm. Aligned so that an arm never straddles
 /// two cache lines.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[repr(align(16))]
 struct BucketArm {
-    /// Position in the bucket's precedence order (0 = best).
-    rank: u32,
     rule: u32,
     arm: u32,
     method: MethodCode,
@@ -156,9 +155,9 @@ struct Slot {
 const EMPTY: u32 = u32::MAX;
 
 /// The index of path runs by (bucket, path string): like [`HashIndex`], but a slot holds the whole run header
-/// and what the lookup decides on in the run's first arm. A probe reads the slot, then the key bytes (to check
-/// them) and, only for a run of several arms or an arm with more conditions, the arm records: both follow the
-/// slot directly, neither waits for the other.
+/// and the run's first arm. A probe reads the slot, then the key bytes (to check them) and, only for a run of
+/// several arms or an arm with more conditions, the arm records: both follow the slot directly, neither waits
+/// for the other.
 #[derive(Debug, Default)]
 struct PathIndex {
     /// About two thirds full; any length (a slot is found by multiplying the hash, not masking it).
@@ -166,19 +165,24 @@ struct PathIndex {
 }
 
 #[derive(Debug, Clone, Copy)]
+#[repr(align(32))]
 struct PathSlot {
     /// 16 more bits of the key's hash.
     tag: u16,
-    /// The first arm's method code and flags.
+    /// The first arm's method code and flags; `LAST` is set when it is the only arm.
     method: MethodCode,
     flags: u8,
     /// The precedence length shared by every PathPrefix arm of the run (0 when it has none).
     prefix_len: u32,
+    /// [`EMPTY`] for a free slot.
     bucket: u32,
     /// The path string (Exact value or normalised prefix): start and length in `RouteTable::path_keys`.
     key: u32,
     key_len: u32,
-    /// The run's first arm in `RouteTable::arms`; [`EMPTY`] for a free slot.
+    /// The first arm.
+    rule: u32,
+    arm: u32,
+    /// The whole run in `RouteTable::arms` when it has several arms.
     first: u32,
 }
 
@@ -286,17 +290,24 @@ impl RouteTable {
         })
     }
 
-    /// The first arm of the run at `slot` of the wanted type (`PREFIX` or 0) whose other conditions hold.
-    fn run_hit(&self, slot: &PathSlot, want: u8, req: &RequestHead<'_>, method: MethodCode) -> Option<u32> {
+    /// The first arm (rule, arm) of the run at `slot` of the wanted type (`PREFIX` or 0) whose other conditions
+    /// hold.
+    fn run_hit(
+        &self,
+        slot: &PathSlot,
+        want: u8,
+        req: &RequestHead<'_>,
+        method: MethodCode,
+    ) -> Option<(u32, u32)> {
         if slot.flags & LAST != 0 {
-            return (slot.flags & PREFIX == want
-                && self.holds(slot.method, slot.flags, slot.first, req, method))
-            .then_some(slot.first);
+            let head = (slot.rule, slot.arm);
+            return (slot.flags & PREFIX == want && self.holds(slot.method, slot.flags, head, req, method))
+                .then_some(head);
         }
         self.run(slot.first)
-            .zip(slot.first..)
-            .find(|&(arm, i)| arm.flags & PREFIX == want && self.holds(arm.method, arm.flags, i, req, method))
-            .map(|(_, i)| i)
+            .map(|a| (a, (a.rule, a.arm)))
+            .find(|&(a, hit)| a.flags & PREFIX == want && self.holds(a.method, a.flags, hit, req, method))
+            .map(|(_, hit)| hit)
     }
 
     /// The arms of the path run starting at `first`, Exact arms first.
@@ -315,14 +326,13 @@ impl RouteTable {
 
     fn find_in<'t>(&'t self, index: u32, req: &RequestHead<'_>, method: MethodCode) -> Option<RouteHit<'t>> {
         let bucket = self.buckets.get(index as usize)?;
-        let (hit, prefix) = self.find(index, bucket, req, method)?;
-        let hit = self.arms.get(hit as usize)?;
-        let rule_index = hit.rule as usize;
+        let ((rule, arm), prefix) = self.find(index, bucket, req, method)?;
+        let rule_index = rule as usize;
         let (start, end) = bucket.label;
         Some(RouteHit {
             rule: self.rules.get(rule_index)?,
             rule_index,
-            arm_index: hit.arm as usize,
+            arm_index: arm as usize,
             hostname: self.labels.get(start as usize..end as usize)?,
             prefix: prefix.map(|slot| self.key_of(slot)),
         })
@@ -336,7 +346,7 @@ impl RouteTable {
         bucket: &Bucket,
         req: &RequestHead<'_>,
         method: MethodCode,
-    ) -> Option<(u32, Option<&'t PathSlot>)> {
+    ) -> Option<((u32, u32), Option<&'t PathSlot>)> {
         let path = req.path.as_bytes();
         let len = path.len();
         let whole = if bucket.exact_lens.contains(len) || bucket.prefix_lens.contains(len) {
@@ -352,15 +362,21 @@ impl RouteTable {
         }
         // Tier 2: RegularExpression arms, in precedence order.
         let (start, end) = bucket.regex;
-        if let Some(hit) = (start..end).find(|&i| self.arm_at(i).is_some_and(|arm| arm.matches(req))) {
+        if let Some(hit) = self
+            .arms
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.rule, a.arm))
+            .find(|&hit| self.arm_at(hit).is_some_and(|arm| arm.matches(req)))
+        {
             return Some((hit, None));
         }
         // Tier 3: PathPrefix arms. The prefixes that can match are exactly the path itself and the path cut
         // before each `/`; longer ones have the greater (or equal) precedence length, so walk them longest first
         // and keep the best rank among runs of equal length (only `""` and `"/"` can tie).
         // The best hit so far: its arm and run.
-        let mut best: Option<(u32, &'t PathSlot)> = None;
-        let rank = |i: u32| self.arms.get(i as usize).map_or(u32::MAX, |arm| arm.rank);
+        let mut best: Option<((u32, u32), &'t PathSlot)> = None;
         let mut probe = |found: Option<&'t PathSlot>| -> bool {
             let Some(slot) = found else {
                 return true;
@@ -372,7 +388,7 @@ impl RouteTable {
             }
             if let Some(hit) = self.run_hit(slot, PREFIX, req, method) {
                 best = match best {
-                    Some(current) if rank(current.0) < rank(hit) => Some(current),
+                    Some(current) if self.precedence(current.0) > self.precedence(hit) => Some(current),
                     _ => Some((hit, slot)),
                 };
             }
@@ -413,33 +429,37 @@ impl RouteTable {
         best.map(|(hit, slot)| (hit, Some(slot)))
     }
 
-    /// Method, header and query conditions of the arm `record` of `RouteTable::arms`, whose method code and
-    /// flags the caller has at hand; the path index selected it.
+    /// Method, header and query conditions of the arm `(rule, arm)`, whose method code and flags the caller
+    /// has at hand; the path index selected it.
     fn holds(
         &self,
         code: MethodCode,
         flags: u8,
-        record: u32,
+        hit: (u32, u32),
         req: &RequestHead<'_>,
         method: MethodCode,
     ) -> bool {
         if code != ANY_METHOD
             && (code != method
                 || (method == EXTENSION
-                    && self.arm_at(record).and_then(|arm| arm.method.as_ref()) != Some(req.method)))
+                    && self.arm_at(hit).and_then(|arm| arm.method.as_ref()) != Some(req.method)))
         {
             return false;
         }
         flags & MORE == 0
             || self
-                .arm_at(record)
+                .arm_at(hit)
                 .is_some_and(|arm| arm.headers_and_query_match(req))
     }
 
-    /// The rule's arm behind `record` of `RouteTable::arms`.
-    fn arm_at(&self, record: u32) -> Option<&Arm> {
-        let entry = self.arms.get(record as usize)?;
-        self.rules.get(entry.rule as usize)?.arms.get(entry.arm as usize)
+    fn arm_at(&self, (rule, arm): (u32, u32)) -> Option<&Arm> {
+        self.rules.get(rule as usize)?.arms.get(arm as usize)
+    }
+
+    fn precedence(&self, (rule, arm): (u32, u32)) -> Option<Precedence> {
+        self.rules
+            .get(rule as usize)?
+            .precedence(rule as usize, arm as usize)
     }
 
     /// Assembles the table from compiled rules and their parsed hostnames (same order).
@@ -477,12 +497,6 @@ impl RouteTable {
             exact: HashIndex::with_capacity(exact_count),
             wildcard: HashIndex::with_capacity(wildcard_count),
             labels: String::with_capacity(members.iter().map(|(p, _)| p.label_len()).sum()),
-            arms: Vec::with_capacity(
-                rules
-                    .iter()
-                    .map(|r| r.arms.len() * r.hostnames.len().max(1))
-                    .sum(),
-            ),
             ..RouteTable::default()
         };
         let mut rule_indexes = Vec::new();
@@ -608,12 +622,11 @@ impl Bucket {
             ..Bucket::default()
         };
         let regex_start = table.arms.len() as u32;
-        for (rank, (key, r, a)) in keyed.into_iter().enumerate() {
+        for (key, r, a) in keyed {
             let Some(arm) = rules.get(r as usize).and_then(|rule| rule.arms.get(a as usize)) else {
                 continue;
             };
             let mut entry = BucketArm {
-                rank: rank as u32,
                 rule: r,
                 arm: a,
                 method: arm.method.as_ref().map_or(ANY_METHOD, method_code),
@@ -622,7 +635,6 @@ impl Bucket {
                 } else {
                     MORE
                 },
-                ..BucketArm::default()
             };
             match &arm.path {
                 PathCondition::Exact(value) => {
@@ -642,28 +654,33 @@ impl Bucket {
         // rank order.
         by_path.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
         for group in by_path.chunk_by(|x, y| x.0 == y.0) {
-            let Some(&(path, ..)) = group.first() else {
+            let Some(&(path, .., head)) = group.first() else {
                 continue;
             };
             let key = table.path_keys.len() as u32;
             table.path_keys.push_str(path);
             let first = table.arms.len() as u32;
-            table.arms.extend(group.iter().map(|g| g.3));
-            if let Some(last) = table.arms.last_mut() {
-                last.flags |= LAST;
-            }
-            if let Some(head) = table.arms.get(first as usize) {
-                runs.push(PathSlot {
-                    tag: 0,
-                    method: head.method,
-                    flags: head.flags,
-                    prefix_len: group.last().filter(|g| g.1).map_or(0, |g| g.2),
-                    bucket: index,
-                    key,
-                    key_len: path.len() as u32,
-                    first,
-                });
-            }
+            let flags = if group.len() == 1 {
+                head.flags | LAST
+            } else {
+                table.arms.extend(group.iter().map(|g| g.3));
+                if let Some(last) = table.arms.last_mut() {
+                    last.flags |= LAST;
+                }
+                head.flags
+            };
+            runs.push(PathSlot {
+                tag: 0,
+                method: head.method,
+                flags,
+                prefix_len: group.last().filter(|g| g.1).map_or(0, |g| g.2),
+                bucket: index,
+                key,
+                key_len: path.len() as u32,
+                rule: head.rule,
+                arm: head.arm,
+                first,
+            });
         }
         bucket
     }
@@ -741,10 +758,12 @@ impl PathIndex {
             method: ANY_METHOD,
             flags: 0,
             prefix_len: 0,
-            bucket: 0,
+            bucket: EMPTY,
             key: 0,
             key_len: 0,
-            first: EMPTY,
+            rule: 0,
+            arm: 0,
+            first: 0,
         };
         PathIndex {
             slots: vec![free; runs + runs / 2 + 1].into_boxed_slice(),
@@ -761,7 +780,7 @@ impl PathIndex {
         let mut i = self.home(hash);
         for _ in 0..self.slots.len() {
             if let Some(free) = self.slots.get_mut(i)
-                && free.first == EMPTY
+                && free.bucket == EMPTY
             {
                 *free = PathSlot {
                     tag: hash as u16,
@@ -780,7 +799,7 @@ impl PathIndex {
         let mut i = self.home(hash);
         for _ in 0..self.slots.len() {
             let slot = self.slots.get(i)?;
-            if slot.first == EMPTY {
+            if slot.bucket == EMPTY {
                 return None;
             }
             if slot.tag == tag && is_key(slot) {
