@@ -88,7 +88,9 @@ impl Http1Pool {
         loop {
             let (mut conn, reused) = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
                 Some(conn) => (conn, true),
-                None => (self.open().await?, false),
+                // Boxed: the connect future (TCP, TLS) is over a kilobyte, and keeping it inline would make every
+                // request's future that much bigger to move, pooled connection or not.
+                None => (Box::pin(self.open()).await?, false),
             };
             let mut response = std::pin::pin!(conn.sender.try_send_request(req));
             let mut driver_done = false;
