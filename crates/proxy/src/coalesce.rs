@@ -4,7 +4,9 @@
 //! `TcpStream` sends with `writev`. For the small messages that dominate proxy traffic, copying the slices into
 //! one stack buffer and sending it with `send` costs less than the kernel's `writev` path (iovec import and the
 //! generic file write path before the socket code), and the receiver still gets a single segment. Large writes
-//! keep `writev`, so big bodies are not copied an extra time.
+//! keep `writev`, so big bodies are not copied an extra time. Measured on the project's 2-core VM with a C loop
+//! over one loopback connection (a 152-byte message written, then read on the other end): 2.88 µs with a
+//! two-slice `writev`, 2.70 µs with a copy and `send` (medians of 5 runs of 300,000).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -29,18 +31,36 @@ pub(crate) fn poll_write_vectored<W: AsyncWrite + ?Sized>(
         (Some(only), None) => inner.poll_write(cx, only),
         (Some(_), Some(_)) => {
             let total = bufs.iter().map(|b| b.len()).sum::<usize>();
-            if total > COALESCE_BYTES {
-                return inner.poll_write_vectored(cx, bufs);
+            // Two buffer sizes, so that the usual small head is not paid for with zeroing 2 KiB of stack.
+            if total <= SMALL_BYTES {
+                write_joined::<SMALL_BYTES, W>(inner, cx, bufs)
+            } else if total <= COALESCE_BYTES {
+                write_joined::<COALESCE_BYTES, W>(inner, cx, bufs)
+            } else {
+                inner.poll_write_vectored(cx, bufs)
             }
-            let mut joined = [0u8; COALESCE_BYTES];
-            let mut len = 0;
-            for b in bufs {
-                joined[len..len + b.len()].copy_from_slice(b);
-                len += b.len();
-            }
-            inner.poll_write(cx, &joined[..len])
         }
     }
+}
+
+const SMALL_BYTES: usize = 512;
+
+/// Copies `bufs` (at most `N` bytes in total) into one buffer and writes it with one plain write.
+fn write_joined<const N: usize, W: AsyncWrite + ?Sized>(
+    inner: Pin<&mut W>,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    let mut joined = [0u8; N];
+    let mut len = 0;
+    for b in bufs {
+        let Some(to) = joined.get_mut(len..len + b.len()) else {
+            return inner.poll_write_vectored(cx, bufs);
+        };
+        to.copy_from_slice(b);
+        len += b.len();
+    }
+    inner.poll_write(cx, &joined[..len])
 }
 
 #[cfg(test)]
@@ -121,6 +141,19 @@ mod tests {
             rec.calls,
             vec![(false, b"GET / HTTP/1.1\r\n\r\n".to_vec()), (false, Vec::new())]
         );
+    }
+
+    #[test]
+    fn a_head_and_body_between_the_two_buffer_sizes_are_joined_too() {
+        let mut rec = Recorder {
+            limit: usize::MAX,
+            ..Recorder::default()
+        };
+        let head = vec![b'h'; SMALL_BYTES];
+        assert_eq!(write(&mut rec, &[&head, b"body"]), SMALL_BYTES + 4);
+        let mut want = head.clone();
+        want.extend_from_slice(b"body");
+        assert_eq!(rec.calls, vec![(false, want)]);
     }
 
     #[test]
