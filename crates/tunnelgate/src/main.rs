@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 /// jemalloc rather than the C library's malloc: a config apply frees tens of MiB (the decoded document, the
 /// replaced table), which glibc keeps in its per-thread arenas (RSS grew with every apply), while jemalloc's
-/// background thread hands it back to the OS within about a second (`dirty_decay_ms:1000`, set at build time in
+/// background thread hands it back to the OS within about 0.1 s (`dirty_decay_ms:100`, set at build time in
 /// `.cargo/config.toml`). It is also faster for the apply's many small allocations. Figures in BENCHMARKS.md.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
