@@ -37,6 +37,8 @@ pub struct Active {
     /// `current_version`: never lowered by a version-0 apply.
     pub version: i64,
     pub applied_at: Option<SystemTime>,
+    /// The config's `hasGrpcRoute`: the tunnel's `auto` protocol choice reads it (tunnel.md §11).
+    pub has_grpc_route: bool,
     pub hosts: HostMetricsIndex,
     pub clients: FxHashMap<Arc<Upstream>, Arc<UpstreamClient>>,
 }
@@ -110,6 +112,7 @@ impl ProxyState {
             table: RouteTable::empty(),
             version: 0,
             applied_at: None,
+            has_grpc_route: false,
             hosts: HostMetricsIndex::default(),
             clients: FxHashMap::default(),
         };
@@ -233,6 +236,7 @@ impl ProxyState {
             table,
             version,
             applied_at: Some(applied_at),
+            has_grpc_route: config.has_grpc_route,
             hosts,
             clients,
         }));
@@ -276,6 +280,16 @@ impl ProxyState {
             rules: active.table.rule_count(),
             applied_at: active.applied_at,
         }
+    }
+
+    /// Whether a config has been applied since start (any version, 0 included).
+    pub fn has_config(&self) -> bool {
+        self.shared.active.load().applied_at.is_some()
+    }
+
+    /// `hasGrpcRoute` of the active config (false before the first apply).
+    pub fn has_grpc_route(&self) -> bool {
+        self.shared.active.load().has_grpc_route
     }
 
     /// `Ok` when ready; otherwise the 503 reason of config-api.md §7, in its order.

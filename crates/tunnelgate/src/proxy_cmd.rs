@@ -130,12 +130,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = settings_from(env)?;
     if let Some(token) = env.tunnel_token.as_deref().filter(|t| !t.trim().is_empty()) {
         let tunnel = tunnel_config(env, token, settings.grace_period)?;
+        let protocol_wait = parse_duration(
+            "PROXY_TUNNEL_PROTOCOL_WAIT",
+            env.proxy_tunnel_protocol_wait.as_deref(),
+            DEFAULT_PROTOCOL_WAIT,
+        )?;
         init_logging(level, format);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("start the async runtime")?;
-        return runtime.block_on(run_tunnel_mode(settings, tunnel));
+        return runtime.block_on(run_tunnel_mode(settings, tunnel, protocol_wait));
     }
     init_logging(level, format);
     if parse_bool(
@@ -220,11 +225,45 @@ impl tunnelgate_tunnel::Origin for ProxyOrigin {
     }
 }
 
+/// `PROXY_TUNNEL_PROTOCOL_WAIT` default (tunnel.md §11, config-api.md §8).
+const DEFAULT_PROTOCOL_WAIT: Duration = Duration::from_secs(30);
+
+/// In `auto`, how the first config is waited for (tunnel.md §11): polled, as it is read once at start-up.
+const PROTOCOL_WAIT_POLL: Duration = Duration::from_millis(25);
+
+/// The `auto` decision of tunnel.md §11: waits up to `wait` for the first `PUT /config`; a config with
+/// `hasGrpcRoute` selects HTTP/2 (gRPC needs trailers end to end, which the QUIC data streams do not carry),
+/// anything else, or no config in time, keeps `auto` (QUIC with per-connection fallback to HTTP/2).
+async fn decide_auto_protocol(state: &ProxyState, wait: Duration) -> tunnelgate_tunnel::ProtocolChoice {
+    use tunnelgate_tunnel::ProtocolChoice;
+    let deadline = tokio::time::Instant::now() + wait;
+    if !state.has_config() {
+        tracing::info!(
+            wait = ?wait,
+            "tunnel protocol auto: waiting for the first config before dialling the edge"
+        );
+    }
+    while !state.has_config() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + PROTOCOL_WAIT_POLL)).await;
+    }
+    if !state.has_config() {
+        tracing::info!("tunnel protocol auto: no config within PROXY_TUNNEL_PROTOCOL_WAIT; dialling QUIC");
+        ProtocolChoice::Auto
+    } else if state.has_grpc_route() {
+        tracing::info!("tunnel protocol auto: the config has gRPC routes; dialling HTTP/2");
+        ProtocolChoice::Http2
+    } else {
+        tracing::info!("tunnel protocol auto: dialling QUIC (HTTP/2 as fallback)");
+        ProtocolChoice::Auto
+    }
+}
+
 /// Tunnel mode (config-api.md §11): config port only, tunnel connections feed the request service; readiness
 /// latches at the first registration; SIGTERM unregisters and drains the tunnel, then the config port.
 async fn run_tunnel_mode(
     mut settings: ProxySettings,
-    tunnel: tunnelgate_tunnel::TunnelConfig,
+    mut tunnel: tunnelgate_tunnel::TunnelConfig,
+    protocol_wait: Duration,
 ) -> anyhow::Result<ExitCode> {
     settings.data_addr = None;
     let mut registry = Registry::default();
@@ -232,6 +271,17 @@ async fn run_tunnel_mode(
     let state = ProxyState::new(registry);
     state.set_tunnel_mode(true);
     let handle = ProxyServer::start(settings, state.clone()).await?;
+    if tunnel.protocol == tunnelgate_tunnel::ProtocolChoice::Auto {
+        tokio::select! {
+            choice = decide_auto_protocol(&state, protocol_wait) => tunnel.protocol = choice,
+            signal = shutdown_signal() => {
+                signal?;
+                tracing::info!("shutdown signal received before the tunnel started; draining");
+                state.set_draining();
+                return drain_unless_signalled_again(handle.shutdown()).await;
+            }
+        }
+    }
     let origin = Arc::new(ProxyOrigin(handle.service().clone()));
     let tunnel = tunnelgate_tunnel::Tunnel::start(tunnel, origin, metrics).context("starting the tunnel")?;
     let mut registered = tunnel.ever_registered();
@@ -265,7 +315,7 @@ fn parse_tunnel_settings(args: &EnvArgs) -> anyhow::Result<()> {
     parse_duration(
         "PROXY_TUNNEL_PROTOCOL_WAIT",
         args.proxy_tunnel_protocol_wait.as_deref(),
-        Duration::from_secs(30),
+        DEFAULT_PROTOCOL_WAIT,
     )?;
     let ha = parse_int(
         "PROXY_TUNNEL_HA_CONNECTIONS",

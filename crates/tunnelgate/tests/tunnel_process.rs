@@ -98,12 +98,17 @@ struct Emulator {
 }
 
 fn start_emulator(protocol: &str) -> Emulator {
-    let ca = temp_path(protocol, "ca.pem");
-    let token_file = temp_path(protocol, "token");
-    let script = temp_path(protocol, "faults.json");
     let faults = serde_json::json!([
         {"trigger": "register", "attempt": 0, "action": {"delayMs": REGISTER_DELAY_MS}}
     ]);
+    start_emulator_with(protocol, faults)
+}
+
+/// An emulator with the given fault script; `name` keeps its temp files apart from other tests'.
+fn start_emulator_with(name: &str, faults: Value) -> Emulator {
+    let ca = temp_path(name, "ca.pem");
+    let token_file = temp_path(name, "token");
+    let script = temp_path(name, "faults.json");
     std::fs::write(&script, faults.to_string()).unwrap();
     let child = bin()
         .arg("edge-emulator")
@@ -303,4 +308,77 @@ async fn tunnel_mode_over_quic_gates_readiness_serves_eyeballs_and_unregisters_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_mode_over_http2_gates_readiness_serves_eyeballs_and_unregisters_on_sigterm() {
     tunnel_mode_end_to_end("http2").await;
+}
+
+/// Starts `tunnelgate proxy` in tunnel mode with `PROXY_TUNNEL_PROTOCOL` unset (`auto`), one HA connection.
+fn start_auto_proxy(emu: &Emulator, config: SocketAddr, auth: &str, wait: &str) -> Running {
+    let child = bin()
+        .arg("proxy")
+        .env("TUNNEL_TOKEN", &emu.token)
+        .env("PROXY_TUNNEL_EDGE", emu.edge.join(","))
+        .env("PROXY_TUNNEL_CA_FILE", &emu.ca)
+        .env_remove("PROXY_TUNNEL_PROTOCOL")
+        .env("PROXY_TUNNEL_PROTOCOL_WAIT", wait)
+        .env("PROXY_TUNNEL_HA_CONNECTIONS", "1")
+        .env("PROXY_CONFIG_ADDR", config.to_string())
+        .env("PROXY_AUTH_TOKEN", auth)
+        .env("PROXY_GRACE_PERIOD", "2s")
+        .env("PROXY_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// tunnel.md §11: in `auto` the proxy dials nothing until the first config arrives (up to
+/// PROXY_TUNNEL_PROTOCOL_WAIT), and a config with gRPC routes makes it dial HTTP/2 instead of QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_protocol_waits_for_the_first_config_and_dials_http2_for_grpc_routes() {
+    let backend = Backend::start("grpc").await;
+    let mut emu = start_emulator_with("auto-grpc", serde_json::json!([]));
+    let config = free_addr();
+    let auth = "tunnel-auto-secret";
+    let _proxy = start_auto_proxy(&emu, config, auth, "20s");
+    let client = Client::new();
+    wait_healthy(&client, config).await;
+
+    // Without a config, nothing is dialled: an emulator without faults would register a dial within
+    // milliseconds.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        emu.events.named("registered").is_empty(),
+        "dialled before any config: {:?}",
+        emu.events.seen
+    );
+
+    let doc = serde_json::json!({"version": 1, "hasGrpcRoute": true, "rules": [
+        {"hostnames": ["grpc.example.com"], "backends": [{"url": backend.url(), "weight": 1}]}
+    ]});
+    let (status, body) = tunnelgate_testkit::put_config(config, Some(auth), doc.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let registered = emu.events.wait_for("registered", 1, Duration::from_secs(10));
+    assert_eq!(registered[0]["protocol"], "http2", "{registered:?}");
+
+    // And it serves through that connection.
+    let r = client.get(emu.http, "grpc.example.com", "/via-h2").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Echo::parse(&r.body).backend(), "grpc");
+    let _ = std::fs::remove_file(&emu.ca);
+}
+
+/// tunnel.md §11: in `auto`, once PROXY_TUNNEL_PROTOCOL_WAIT passes without a config, the proxy dials QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_protocol_dials_quic_when_no_config_arrives_within_the_wait() {
+    let mut emu = start_emulator_with("auto-quic", serde_json::json!([]));
+    let config = free_addr();
+    let started = Instant::now();
+    let _proxy = start_auto_proxy(&emu, config, "tunnel-auto-secret", "1s");
+    let registered = emu.events.wait_for("registered", 1, Duration::from_secs(15));
+    assert_eq!(registered[0]["protocol"], "quic", "{registered:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "registered after {:?}, before the 1 s wait ended",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_file(&emu.ca);
 }
