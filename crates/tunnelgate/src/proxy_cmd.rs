@@ -258,6 +258,31 @@ async fn decide_auto_protocol(state: &ProxyState, wait: Duration) -> tunnelgate_
     }
 }
 
+/// How often a tunnel on QUIC checks whether the config has gained gRPC routes.
+const GRPC_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Connections dialled over QUIC cannot carry gRPC (no trailers on QUIC data streams): warns once each time the
+/// active config turns `hasGrpcRoute` on (tunnel.md §11).
+async fn warn_on_grpc_over_quic(state: ProxyState, protocol: tunnelgate_tunnel::ProtocolChoice) {
+    let mut warned = false;
+    loop {
+        let grpc = state.has_grpc_route();
+        if grpc && !warned {
+            match protocol {
+                tunnelgate_tunnel::ProtocolChoice::Quic => tracing::warn!(
+                    "the config has gRPC routes, but PROXY_TUNNEL_PROTOCOL=quic cannot carry them; use http2 or auto"
+                ),
+                _ => tracing::warn!(
+                    "the config has gRPC routes, but auto chose QUIC at start-up (only connections that fell back \
+                     to HTTP/2 carry gRPC); restart the proxy so that auto picks HTTP/2 (no live switch yet)"
+                ),
+            }
+        }
+        warned = grpc;
+        tokio::time::sleep(GRPC_CHECK_INTERVAL).await;
+    }
+}
+
 /// Tunnel mode (config-api.md §11): config port only, tunnel connections feed the request service; readiness
 /// latches at the first registration; SIGTERM unregisters and drains the tunnel, then the config port.
 async fn run_tunnel_mode(
@@ -281,6 +306,9 @@ async fn run_tunnel_mode(
                 return drain_unless_signalled_again(handle.shutdown()).await;
             }
         }
+    }
+    if tunnel.protocol != tunnelgate_tunnel::ProtocolChoice::Http2 {
+        tokio::spawn(warn_on_grpc_over_quic(state.clone(), tunnel.protocol));
     }
     let origin = Arc::new(ProxyOrigin(handle.service().clone()));
     let tunnel = tunnelgate_tunnel::Tunnel::start(tunnel, origin, metrics).context("starting the tunnel")?;

@@ -311,7 +311,13 @@ async fn tunnel_mode_over_http2_gates_readiness_serves_eyeballs_and_unregisters_
 }
 
 /// Starts `tunnelgate proxy` in tunnel mode with `PROXY_TUNNEL_PROTOCOL` unset (`auto`), one HA connection.
-fn start_auto_proxy(emu: &Emulator, config: SocketAddr, auth: &str, wait: &str) -> Running {
+fn start_auto_proxy(
+    emu: &Emulator,
+    config: SocketAddr,
+    auth: &str,
+    wait: &str,
+    log: &std::path::Path,
+) -> Running {
     let child = bin()
         .arg("proxy")
         .env("TUNNEL_TOKEN", &emu.token)
@@ -324,7 +330,7 @@ fn start_auto_proxy(emu: &Emulator, config: SocketAddr, auth: &str, wait: &str) 
         .env("PROXY_AUTH_TOKEN", auth)
         .env("PROXY_GRACE_PERIOD", "2s")
         .env("PROXY_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
     Running(child)
@@ -338,7 +344,8 @@ async fn auto_protocol_waits_for_the_first_config_and_dials_http2_for_grpc_route
     let mut emu = start_emulator_with("auto-grpc", serde_json::json!([]));
     let config = free_addr();
     let auth = "tunnel-auto-secret";
-    let _proxy = start_auto_proxy(&emu, config, auth, "20s");
+    let log = temp_path("auto-grpc", "proxy.log");
+    let _proxy = start_auto_proxy(&emu, config, auth, "20s", &log);
     let client = Client::new();
     wait_healthy(&client, config).await;
 
@@ -364,6 +371,7 @@ async fn auto_protocol_waits_for_the_first_config_and_dials_http2_for_grpc_route
     assert_eq!(r.status, 200);
     assert_eq!(Echo::parse(&r.body).backend(), "grpc");
     let _ = std::fs::remove_file(&emu.ca);
+    let _ = std::fs::remove_file(&log);
 }
 
 /// tunnel.md §11: in `auto`, once PROXY_TUNNEL_PROTOCOL_WAIT passes without a config, the proxy dials QUIC.
@@ -372,7 +380,9 @@ async fn auto_protocol_dials_quic_when_no_config_arrives_within_the_wait() {
     let mut emu = start_emulator_with("auto-quic", serde_json::json!([]));
     let config = free_addr();
     let started = Instant::now();
-    let _proxy = start_auto_proxy(&emu, config, "tunnel-auto-secret", "1s");
+    let auth = "tunnel-auto-secret";
+    let log = temp_path("auto-quic", "proxy.log");
+    let _proxy = start_auto_proxy(&emu, config, auth, "1s", &log);
     let registered = emu.events.wait_for("registered", 1, Duration::from_secs(15));
     assert_eq!(registered[0]["protocol"], "quic", "{registered:?}");
     assert!(
@@ -380,5 +390,26 @@ async fn auto_protocol_dials_quic_when_no_config_arrives_within_the_wait() {
         "registered after {:?}, before the 1 s wait ended",
         started.elapsed()
     );
+
+    // A later config with gRPC routes cannot move the connections (no live switch yet): the proxy says so.
+    let backend = Backend::start("late").await;
+    let doc = serde_json::json!({"version": 1, "hasGrpcRoute": true, "rules": [
+        {"hostnames": ["late.example.com"], "backends": [{"url": backend.url(), "weight": 1}]}
+    ]});
+    let (status, body) = tunnelgate_testkit::put_config(config, Some(auth), doc.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("auto chose QUIC at start-up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gRPC-over-QUIC warning in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::fs::remove_file(&emu.ca);
+    let _ = std::fs::remove_file(&log);
 }
