@@ -1,10 +1,13 @@
 //! The compiled routing table: hostname buckets of precedence-sorted arms, and the allocation-free lookup.
 //!
-//! The lookup's memory accesses are laid out for a table far bigger than the L1 cache: each step of a lookup
-//! (hostname → bucket → path → arm) reads one small record that says where the next one is, so a lookup touches
-//! a handful of cache lines whatever the rule count. The two hash indexes store only a hash tag and a record
-//! number per slot; the key itself is compared in the record's own storage, a load that does not hold up the next
-//! step.
+//! The layout is made for tables far bigger than the L1 cache, so that a lookup touches about the same few
+//! cache lines whatever the rule count: a hostname probe reads one 8-byte slot of a keyed hash index, then its
+//! bucket (one line: label, path lengths, regex run); each path probe reads one line of the path index (or, for a
+//! bucket of at most four path strings, its own short array of slots, scanned length first), whose slot holds the
+//! run header and its first arm (rule, arm, method code, flags), so a path string with one arm is decided without
+//! another record. Keys are compared in their own storage (bucket labels, `path_keys`), a load
+//! that the next step does not wait for. Only arms with header or query conditions, runs of several arms and
+//! RegularExpression arms read further records.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -41,8 +44,10 @@ pub struct RouteTable {
     /// of each path string that has several (Exact arms first, each type in precedence order). A path string
     /// with one arm (most have one) keeps it in its path index slot.
     arms: Vec<BucketArm>,
-    /// (bucket, path string) → the path's run.
+    /// (bucket, path string) → the path's run, for buckets with more than [`FEW_RUNS`] path strings.
     paths: PathIndex,
+    /// The path runs of the other buckets, each bucket's contiguous.
+    few_runs: Vec<PathSlot>,
     /// The path strings of the runs, end to end.
     path_keys: String,
     /// Keyed per table: index keys come from the config and probes from clients, so neither can aim at a slot.
@@ -103,7 +108,14 @@ struct Bucket {
     label: (u32, u32),
     /// The run of RegularExpression arms in `RouteTable::arms`, in precedence order.
     regex: (u32, u32),
+    /// A bucket with at most [`FEW_RUNS`] path strings keeps their slots here, a range of
+    /// `RouteTable::few_runs`, and looks them up by a length-first scan, not by hash; `EMPTY` when the path
+    /// index has them.
+    few: (u32, u32),
 }
+
+/// Up to this many path strings a bucket scans its runs: cheaper than hashing the path, in two cache lines.
+const FEW_RUNS: usize = 4;
 
 /// One arm in a bucket, with what the lookup needs to select it inline: the method as a small code, and
 /// whether header or query conditions must be checked on the rule's arm. Aligned so that an arm never straddles
@@ -133,7 +145,7 @@ const EXTENSION: MethodCode = u8::MAX;
 /// A set of byte lengths: exact below [`SMALL_LEN`], an upper bound above.
 #[derive(Debug, Default, Clone, Copy)]
 struct LengthSet {
-    small: [u64; 2],
+    small: [u32; 4],
     max: u32,
 }
 
@@ -160,9 +172,15 @@ const EMPTY: u32 = u32::MAX;
 /// for the other.
 #[derive(Debug, Default)]
 struct PathIndex {
-    /// About two thirds full; any length (a slot is found by multiplying the hash, not masking it).
-    slots: Box<[PathSlot]>,
+    /// About two thirds full; any length (a probe's first pair is found by multiplying the hash, not masking
+    /// it). A probe goes through both slots of a pair, then the next pair: it starts on a cache line boundary.
+    pairs: Box<[SlotPair]>,
 }
+
+/// Two slots in one cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
+struct SlotPair([PathSlot; 2]);
 
 #[derive(Debug, Clone, Copy)]
 #[repr(align(32))]
@@ -238,10 +256,9 @@ impl RouteTable {
             }
         };
         let method = method_code(req.method);
-        if let Some(bucket) = self
-            .exact
-            .get(self.hash(HOST_KEY, host), |b| self.label(b) == Some(host))
-            && let Some(hit) = self.find_in(bucket, req, method)
+        if let Some(bucket) = self.exact.get(self.hash(HOST_KEY, host), |b| {
+            self.label(b).is_some_and(|label| bytes_eq(label, host))
+        }) && let Some(hit) = self.find_in(bucket, req, method)
         {
             return Some(hit);
         }
@@ -250,7 +267,11 @@ impl RouteTable {
                 if suffix.len() > self.wildcard_max_len {
                     continue;
                 }
-                let is_suffix = |b| self.label(b).and_then(|label| label.get(1..)) == Some(suffix);
+                let is_suffix = |b| {
+                    self.label(b)
+                        .and_then(|label| label.get(1..))
+                        .is_some_and(|label| bytes_eq(label, suffix))
+                };
                 if let Some(bucket) = self.wildcard.get(self.hash(HOST_KEY, suffix), is_suffix)
                     && let Some(hit) = self.find_in(bucket, req, method)
                 {
@@ -281,12 +302,20 @@ impl RouteTable {
             .unwrap_or_default()
     }
 
-    /// The run of `path` in bucket `bucket`.
-    fn path_run(&self, bucket: u32, path: &[u8]) -> Option<&PathSlot> {
-        self.paths.get(self.hash(bucket, path), |slot| {
-            slot.bucket == bucket
-                && slot.key_len as usize == path.len()
-                && self.key_of(slot).as_bytes() == path
+    /// The run of `path` in bucket number `index`.
+    fn path_run(&self, index: u32, bucket: &Bucket, path: &[u8]) -> Option<&PathSlot> {
+        let len = u32::try_from(path.len()).ok()?;
+        let (start, end) = bucket.few;
+        if start != EMPTY {
+            return self
+                .few_runs
+                .get(start as usize..end as usize)?
+                .iter()
+                .find(|slot| slot.key_len == len && bytes_eq(self.key_of(slot).as_bytes(), path));
+        }
+        let bucket = index;
+        self.paths.get(self.hash(bucket, path), bucket, len, |slot| {
+            bytes_eq(self.key_of(slot).as_bytes(), path)
         })
     }
 
@@ -350,7 +379,7 @@ impl RouteTable {
         let path = req.path.as_bytes();
         let len = path.len();
         let whole = if bucket.exact_lens.contains(len) || bucket.prefix_lens.contains(len) {
-            self.path_run(index, path)
+            self.path_run(index, bucket, path)
         } else {
             None
         };
@@ -403,7 +432,7 @@ impl RouteTable {
             end -= 1;
             if path.get(end) == Some(&b'/') && bucket.prefix_lens.contains(end) {
                 let candidate = path.get(..end).unwrap_or_default();
-                if !probe(self.path_run(index, candidate)) {
+                if !probe(self.path_run(index, bucket, candidate)) {
                     return best.map(|(hit, slot)| (hit, Some(slot)));
                 }
             }
@@ -422,7 +451,7 @@ impl RouteTable {
             let cut = 127 - cuts.leading_zeros();
             cuts &= !(1u128 << cut);
             let candidate = path.get(..cut as usize).unwrap_or_default();
-            if !probe(self.path_run(index, candidate)) {
+            if !probe(self.path_run(index, bucket, candidate)) {
                 break;
             }
         }
@@ -534,6 +563,7 @@ impl RouteTable {
             table.buckets.push(bucket);
         }
         table.arms.shrink_to_fit();
+        table.few_runs.shrink_to_fit();
         table.path_keys.shrink_to_fit();
         let mut paths = PathIndex::with_capacity(runs.len());
         for run in runs {
@@ -550,7 +580,8 @@ const HOST_KEY: u32 = u32::MAX;
 
 /// The code of a method: the standard methods by number, [`EXTENSION`] for the others.
 fn method_code(method: &Method) -> MethodCode {
-    const STANDARD: [Method; 9] = [
+    // A `static`, not a `const`: a const array would be built (and dropped) on every call.
+    static STANDARD: [Method; 9] = [
         Method::GET,
         Method::HEAD,
         Method::POST,
@@ -565,6 +596,31 @@ fn method_code(method: &Method) -> MethodCode {
         .iter()
         .position(|m| m == method)
         .map_or(EXTENSION, |i| i as MethodCode + 1)
+}
+
+/// Byte equality of index keys. Most keys (paths, hostnames) are at most 32 bytes: those are compared as a few
+/// overlapping 8-byte words, without the branches and the call of a general `memcmp`.
+#[inline]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let differ = |at: usize| word(a, at) ^ word(b, at);
+    match len {
+        8..=16 => differ(0) | differ(len - 8) == 0,
+        17..=32 => differ(0) | differ(8) | differ(len - 16) | differ(len - 8) == 0,
+        _ => a == b,
+    }
+}
+
+/// The 8 bytes of `bytes` at `at` (the caller keeps them in range).
+#[inline]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        .map_or(0, u64::from_ne_bytes)
 }
 
 impl Rule {
@@ -619,8 +675,10 @@ impl Bucket {
         let mut by_path: Vec<(&str, bool, u32, BucketArm)> = Vec::with_capacity(keyed.len());
         let mut bucket = Bucket {
             label,
+            few: (EMPTY, EMPTY),
             ..Bucket::default()
         };
+        let runs_start = runs.len();
         let regex_start = table.arms.len() as u32;
         for (key, r, a) in keyed {
             let Some(arm) = rules.get(r as usize).and_then(|rule| rule.arms.get(a as usize)) else {
@@ -681,6 +739,11 @@ impl Bucket {
                 arm: head.arm,
                 first,
             });
+        }
+        if runs.len() - runs_start <= FEW_RUNS {
+            let start = table.few_runs.len() as u32;
+            table.few_runs.extend(runs.drain(runs_start..));
+            bucket.few = (start, table.few_runs.len() as u32);
         }
         bucket
     }
@@ -765,21 +828,30 @@ impl PathIndex {
             arm: 0,
             first: 0,
         };
+        let slots = runs + runs / 2 + 1;
         PathIndex {
-            slots: vec![free; runs + runs / 2 + 1].into_boxed_slice(),
+            pairs: vec![SlotPair([free; 2]); slots.div_ceil(2)].into_boxed_slice(),
         }
     }
 
-    /// The slot where a probe for `hash` starts: the hash's high bits scaled to the length.
+    fn len(&self) -> usize {
+        self.pairs.len() * 2
+    }
+
+    /// The slot where a probe for `hash` starts: the hash's high bits scaled to the number of pairs.
     fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
+        (((u128::from(hash) * self.pairs.len() as u128) >> 64) as usize) * 2
+    }
+
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.len() { 0 } else { i + 1 }
     }
 
     /// Adds a run. The caller adds each key once and no more keys than the capacity.
     fn insert(&mut self, hash: u64, slot: PathSlot) {
         let mut i = self.home(hash);
-        for _ in 0..self.slots.len() {
-            if let Some(free) = self.slots.get_mut(i)
+        for _ in 0..self.len() {
+            if let Some(free) = self.pairs.get_mut(i / 2).and_then(|pair| pair.0.get_mut(i % 2))
                 && free.bucket == EMPTY
             {
                 *free = PathSlot {
@@ -788,24 +860,36 @@ impl PathIndex {
                 };
                 return;
             }
-            i = if i + 1 == self.slots.len() { 0 } else { i + 1 };
+            i = self.next(i);
         }
     }
 
-    /// The run whose key hashes to `hash` and whose first arm `is_key` accepts.
+    /// The run of `bucket` whose key, of `len` bytes, hashes to `hash` and which `is_key` accepts. Both slots
+    /// of a pair are tested without a branch between them; a pair is filled in slot order, so a free slot ends
+    /// the probe.
     #[inline]
-    fn get(&self, hash: u64, mut is_key: impl FnMut(&PathSlot) -> bool) -> Option<&PathSlot> {
+    fn get(
+        &self,
+        hash: u64,
+        bucket: u32,
+        len: u32,
+        mut is_key: impl FnMut(&PathSlot) -> bool,
+    ) -> Option<&PathSlot> {
         let tag = hash as u16;
-        let mut i = self.home(hash);
-        for _ in 0..self.slots.len() {
-            let slot = self.slots.get(i)?;
-            if slot.bucket == EMPTY {
+        let like = |slot: &PathSlot| (slot.tag == tag) & (slot.bucket == bucket) & (slot.key_len == len);
+        let mut p = self.home(hash) / 2;
+        for _ in 0..self.pairs.len() {
+            let [first, second] = &self.pairs.get(p)?.0;
+            if like(first) && is_key(first) {
+                return Some(first);
+            }
+            if like(second) && is_key(second) {
+                return Some(second);
+            }
+            if (first.bucket == EMPTY) | (second.bucket == EMPTY) {
                 return None;
             }
-            if slot.tag == tag && is_key(slot) {
-                return Some(slot);
-            }
-            i = if i + 1 == self.slots.len() { 0 } else { i + 1 };
+            p = if p + 1 == self.pairs.len() { 0 } else { p + 1 };
         }
         None
     }
@@ -815,20 +899,21 @@ impl LengthSet {
     /// The lengths below [`SMALL_LEN`] as bits.
     #[inline]
     fn small(&self) -> u128 {
-        u128::from(self.small[0]) | u128::from(self.small[1]) << 64
+        let [a, b, c, d] = self.small.map(u128::from);
+        a | b << 32 | c << 64 | d << 96
     }
 
     fn insert(&mut self, len: usize) {
-        if let Some(word) = self.small.get_mut(len / 64) {
-            *word |= 1u64 << (len % 64);
+        if let Some(word) = self.small.get_mut(len / 32) {
+            *word |= 1u32 << (len % 32);
         }
         self.max = self.max.max(u32::try_from(len).unwrap_or(u32::MAX));
     }
 
     #[inline]
     fn contains(&self, len: usize) -> bool {
-        match self.small.get(len / 64) {
-            Some(word) => word & (1u64 << (len % 64)) != 0,
+        match self.small.get(len / 32) {
+            Some(word) => word & (1u32 << (len % 32)) != 0,
             None => len <= self.max as usize,
         }
     }
