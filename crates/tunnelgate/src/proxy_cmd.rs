@@ -258,25 +258,29 @@ async fn decide_auto_protocol(state: &ProxyState, wait: Duration) -> tunnelgate_
     }
 }
 
-/// How often a tunnel on QUIC checks whether the config has gained gRPC routes.
-const GRPC_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a tunnel that may run on QUIC checks whether the config has gained gRPC routes.
+const GRPC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Connections dialled over QUIC cannot carry gRPC (no trailers on QUIC data streams): warns once each time the
-/// active config turns `hasGrpcRoute` on (tunnel.md §11).
-async fn warn_on_grpc_over_quic(state: ProxyState, protocol: tunnelgate_tunnel::ProtocolChoice) {
+/// Connections on QUIC cannot carry gRPC (no trailers on QUIC data streams). With `quic`, warns once each time
+/// the active config turns `hasGrpcRoute` on; with `auto`, moves the connections to HTTP/2 one at a time the
+/// first time it does (tunnel.md §11, live switch), and never back.
+async fn follow_grpc_routes(
+    state: ProxyState,
+    tunnel: Arc<tunnelgate_tunnel::Tunnel>,
+    protocol: tunnelgate_tunnel::ProtocolChoice,
+) {
     let mut warned = false;
     loop {
         let grpc = state.has_grpc_route();
+        if grpc && protocol == tunnelgate_tunnel::ProtocolChoice::Auto {
+            tracing::info!("the config has gRPC routes; moving the tunnel connections from QUIC to HTTP/2");
+            tunnel.switch_to_http2();
+            return;
+        }
         if grpc && !warned {
-            match protocol {
-                tunnelgate_tunnel::ProtocolChoice::Quic => tracing::warn!(
-                    "the config has gRPC routes, but PROXY_TUNNEL_PROTOCOL=quic cannot carry them; use http2 or auto"
-                ),
-                _ => tracing::warn!(
-                    "the config has gRPC routes, but auto chose QUIC at start-up (only connections that fell back \
-                     to HTTP/2 carry gRPC); restart the proxy so that auto picks HTTP/2 (no live switch yet)"
-                ),
-            }
+            tracing::warn!(
+                "the config has gRPC routes, but PROXY_TUNNEL_PROTOCOL=quic cannot carry them; use http2 or auto"
+            );
         }
         warned = grpc;
         tokio::time::sleep(GRPC_CHECK_INTERVAL).await;
@@ -307,11 +311,13 @@ async fn run_tunnel_mode(
             }
         }
     }
-    if tunnel.protocol != tunnelgate_tunnel::ProtocolChoice::Http2 {
-        tokio::spawn(warn_on_grpc_over_quic(state.clone(), tunnel.protocol));
-    }
+    let protocol = tunnel.protocol;
     let origin = Arc::new(ProxyOrigin(handle.service().clone()));
-    let tunnel = tunnelgate_tunnel::Tunnel::start(tunnel, origin, metrics).context("starting the tunnel")?;
+    let tunnel =
+        Arc::new(tunnelgate_tunnel::Tunnel::start(tunnel, origin, metrics).context("starting the tunnel")?);
+    if protocol != tunnelgate_tunnel::ProtocolChoice::Http2 {
+        tokio::spawn(follow_grpc_routes(state.clone(), tunnel.clone(), protocol));
+    }
     let mut registered = tunnel.ever_registered();
     let latch = state.clone();
     tokio::spawn(async move {

@@ -316,6 +316,7 @@ fn start_auto_proxy(
     config: SocketAddr,
     auth: &str,
     wait: &str,
+    ha: u8,
     log: &std::path::Path,
 ) -> Running {
     let child = bin()
@@ -325,7 +326,7 @@ fn start_auto_proxy(
         .env("PROXY_TUNNEL_CA_FILE", &emu.ca)
         .env_remove("PROXY_TUNNEL_PROTOCOL")
         .env("PROXY_TUNNEL_PROTOCOL_WAIT", wait)
-        .env("PROXY_TUNNEL_HA_CONNECTIONS", "1")
+        .env("PROXY_TUNNEL_HA_CONNECTIONS", ha.to_string())
         .env("PROXY_CONFIG_ADDR", config.to_string())
         .env("PROXY_AUTH_TOKEN", auth)
         .env("PROXY_GRACE_PERIOD", "2s")
@@ -345,7 +346,7 @@ async fn auto_protocol_waits_for_the_first_config_and_dials_http2_for_grpc_route
     let config = free_addr();
     let auth = "tunnel-auto-secret";
     let log = temp_path("auto-grpc", "proxy.log");
-    let _proxy = start_auto_proxy(&emu, config, auth, "20s", &log);
+    let _proxy = start_auto_proxy(&emu, config, auth, "20s", 1, &log);
     let client = Client::new();
     wait_healthy(&client, config).await;
 
@@ -374,42 +375,83 @@ async fn auto_protocol_waits_for_the_first_config_and_dials_http2_for_grpc_route
     let _ = std::fs::remove_file(&log);
 }
 
-/// tunnel.md §11: in `auto`, once PROXY_TUNNEL_PROTOCOL_WAIT passes without a config, the proxy dials QUIC.
+/// tunnel.md §11: in `auto`, once PROXY_TUNNEL_PROTOCOL_WAIT passes without a config, the proxy dials QUIC; a
+/// later config with gRPC routes moves the connections to HTTP/2 one at a time, and a client sending requests all
+/// along never sees a failure (the other connection serves while one is moved).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_protocol_dials_quic_when_no_config_arrives_within_the_wait() {
+async fn auto_protocol_dials_quic_without_a_config_then_switches_live_to_http2_for_grpc_routes() {
+    let backend = Backend::start("live").await;
     let mut emu = start_emulator_with("auto-quic", serde_json::json!([]));
     let config = free_addr();
     let started = Instant::now();
     let auth = "tunnel-auto-secret";
     let log = temp_path("auto-quic", "proxy.log");
-    let _proxy = start_auto_proxy(&emu, config, auth, "1s", &log);
-    let registered = emu.events.wait_for("registered", 1, Duration::from_secs(15));
-    assert_eq!(registered[0]["protocol"], "quic", "{registered:?}");
+    let _proxy = start_auto_proxy(&emu, config, auth, "1s", 2, &log);
+    let registered = emu.events.wait_for("registered", 2, Duration::from_secs(20));
+    assert!(
+        registered.iter().all(|r| r["protocol"] == "quic"),
+        "{registered:?}"
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "registered after {:?}, before the 1 s wait ended",
         started.elapsed()
     );
 
-    // A later config with gRPC routes cannot move the connections (no live switch yet): the proxy says so.
-    let backend = Backend::start("late").await;
-    let doc = serde_json::json!({"version": 1, "hasGrpcRoute": true, "rules": [
-        {"hostnames": ["late.example.com"], "backends": [{"url": backend.url(), "weight": 1}]}
-    ]});
-    let (status, body) = tunnelgate_testkit::put_config(config, Some(auth), doc.to_string()).await;
+    let rule = serde_json::json!({"hostnames": ["live.example.com"], "backends": [{"url": backend.url(), "weight": 1}]});
+    let plain = serde_json::json!({"version": 1, "rules": [rule.clone()]});
+    let (status, body) = tunnelgate_testkit::put_config(config, Some(auth), plain.to_string()).await;
     assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("auto chose QUIC at start-up") {
-            break;
+
+    // Requests all along the switch.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let eyeball = emu.http;
+    let looping = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let client = Client::new();
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.get(eyeball, "live.example.com", "/loop").await;
+                statuses.push(r.status.as_u16());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            statuses
         }
-        assert!(
-            Instant::now() < deadline,
-            "no gRPC-over-QUIC warning in the log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let grpc = serde_json::json!({"version": 2, "hasGrpcRoute": true, "rules": [rule]});
+    let (status, body) = tunnelgate_testkit::put_config(config, Some(auth), grpc.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    // Two more registrations, both over HTTP/2, for connections 0 and 1, each after its QUIC one unregistered.
+    let registered = emu.events.wait_for("registered", 4, Duration::from_secs(30));
+    let moved = &registered[2..];
+    assert!(moved.iter().all(|r| r["protocol"] == "http2"), "{registered:?}");
+    let mut indexes: Vec<u64> = moved.iter().map(|r| r["connIndex"].as_u64().unwrap()).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, vec![0, 1], "{registered:?}");
+    let unregistered = emu.events.named("unregistered");
+    assert!(
+        unregistered.len() >= 2 && unregistered.iter().all(|u| u["protocol"] == "quic"),
+        "{unregistered:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = looping.await.unwrap();
+    assert!(statuses.len() > 20, "only {} requests", statuses.len());
+    let failed: Vec<u16> = statuses.iter().copied().filter(|s| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the switch: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("moving the tunnel connections from QUIC to HTTP/2"),
+        "{text}"
+    );
     let _ = std::fs::remove_file(&emu.ca);
     let _ = std::fs::remove_file(&log);
 }

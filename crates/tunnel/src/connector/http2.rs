@@ -134,7 +134,7 @@ pub(crate) async fn serve(shared: &Arc<Shared>, conn_index: u8, addr: SocketAddr
         }
     };
     if registered {
-        shared.on_unregistered(Protocol::Http2);
+        shared.on_unregistered(conn_index, Protocol::Http2);
     }
     // GOAWAY, then let the connection flush it.
     conn.graceful_shutdown();

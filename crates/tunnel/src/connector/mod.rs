@@ -112,6 +112,8 @@ pub enum StartError {
 pub(crate) enum ConnEnd {
     /// Graceful shutdown completed.
     Shutdown,
+    /// Unregistered and drained for the switch to HTTP/2 (tunnel.md §11, live switch); redial at once.
+    Migrated,
     /// The edge refused the registration.
     Refused(ConnectionError),
     /// Failed before registering.
@@ -144,6 +146,12 @@ pub(crate) struct Shared {
     pub first_protocol: Mutex<Option<Protocol>>,
     pub registered: watch::Sender<usize>,
     pub ever_registered: watch::Sender<bool>,
+    /// Set by [`Tunnel::switch_to_http2`]: every later dial uses HTTP/2.
+    pub force_http2: AtomicBool,
+    /// Per connection index: cancelled to move that connection from QUIC to HTTP/2.
+    pub migrate: Mutex<Vec<CancellationToken>>,
+    /// Per connection index: the protocol it is registered with, `None` while not registered.
+    pub conn_protocols: watch::Sender<Vec<Option<Protocol>>>,
     /// First signal: unregister, drain, close.
     pub shutdown: CancellationToken,
     /// Second signal: close everything now.
@@ -198,12 +206,31 @@ impl Shared {
         }
         self.registered.send_modify(|n| *n += 1);
         self.ever_registered.send_replace(true);
+        self.conn_protocols.send_modify(|p| {
+            if let Some(slot) = p.get_mut(usize::from(conn_index)) {
+                *slot = Some(protocol);
+            }
+        });
     }
 
     /// Book-keeping once a registered connection went away.
-    pub(crate) fn on_unregistered(&self, protocol: Protocol) {
+    pub(crate) fn on_unregistered(&self, conn_index: u8, protocol: Protocol) {
         self.metrics.connection_down(protocol.as_str());
         self.registered.send_modify(|n| *n = n.saturating_sub(1));
+        self.conn_protocols.send_modify(|p| {
+            if let Some(slot) = p.get_mut(usize::from(conn_index)) {
+                *slot = None;
+            }
+        });
+    }
+
+    /// The token that asks connection `conn_index` to move to HTTP/2.
+    pub(crate) fn migrate_token(&self, conn_index: u8) -> CancellationToken {
+        self.migrate
+            .lock()
+            .ok()
+            .and_then(|m| m.get(usize::from(conn_index)).cloned())
+            .unwrap_or_default()
     }
 
     /// Records a remote-config version and returns the highest seen.
@@ -243,6 +270,13 @@ impl Tunnel {
             first_protocol: Mutex::new(None),
             registered,
             ever_registered,
+            force_http2: AtomicBool::new(false),
+            migrate: Mutex::new(
+                (0..MAX_HA_CONNECTIONS)
+                    .map(|_| CancellationToken::new())
+                    .collect(),
+            ),
+            conn_protocols: watch::channel(vec![None; MAX_HA_CONNECTIONS]).0,
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
         });
@@ -280,6 +314,51 @@ impl Tunnel {
             self.shared.abort.cancel();
             self.tasks.wait().await;
         }
+    }
+
+    /// The live switch of tunnel.md §11: moves every connection that runs on QUIC to HTTP/2, one at a time
+    /// (unregister, drain within the grace period, redial over HTTP/2, wait until it registered) so that the
+    /// other connections keep serving meanwhile; later dials and reconnects use HTTP/2 too. Never goes back to
+    /// QUIC. Returns at once; the migration runs in the background and stops at shutdown.
+    pub fn switch_to_http2(&self) {
+        if self.shared.force_http2.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!("switching tunnel connections to HTTP/2, one at a time");
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let mut protocols = shared.conn_protocols.subscribe();
+            // A connection that was between dials when a pass looked at it may still register over QUIC (its
+            // dial had started); a later pass moves it too.
+            for _pass in 0..MIGRATION_PASSES {
+                let on_quic: Vec<u8> = protocols
+                    .borrow()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| **p == Some(Protocol::Quic))
+                    .filter_map(|(i, _)| u8::try_from(i).ok())
+                    .collect();
+                if on_quic.is_empty() {
+                    break;
+                }
+                for conn_index in on_quic {
+                    shared.migrate_token(conn_index).cancel();
+                    // Until it is back on HTTP/2 (bounded: unregister and drain take up to a grace period each).
+                    let limit = shared.config.grace_period * 2 + MIGRATION_REDIAL_LIMIT;
+                    let slot = usize::from(conn_index);
+                    let back = protocols.wait_for(|p| p.get(slot) == Some(&Some(Protocol::Http2)));
+                    tokio::select! {
+                        r = tokio::time::timeout(limit, back) => {
+                            if r.is_err() {
+                                tracing::warn!(conn_index, "connection not back on HTTP/2 in time; moving on");
+                            }
+                        }
+                        _ = shared.shutdown.cancelled() => return,
+                    }
+                }
+            }
+            tracing::info!("tunnel connections switched to HTTP/2");
+        });
     }
 
     /// Immediate stop (second signal).
@@ -341,6 +420,15 @@ async fn sleep_or_shutdown(shared: &Shared, d: Duration) -> bool {
 /// Retries after which an `auto` connection falls back to HTTP/2 (§11).
 const FALLBACK_RETRIES: u32 = 5;
 
+/// Connection indexes a tunnel can have (`PROXY_TUNNEL_HA_CONNECTIONS` is 1..16).
+const MAX_HA_CONNECTIONS: usize = 16;
+
+/// Passes of the live switch over the connections still on QUIC.
+const MIGRATION_PASSES: usize = 3;
+
+/// During the live switch, how long a connection may take to register again over HTTP/2 after its drain.
+const MIGRATION_REDIAL_LIMIT: Duration = Duration::from_secs(30);
+
 async fn run_connection(shared: Arc<Shared>, conn_index: u8) {
     let mut backoff = Backoff::default();
     let mut protocol = match shared.config.protocol {
@@ -360,6 +448,9 @@ async fn run_connection(shared: Arc<Shared>, conn_index: u8) {
         let Some(addr) = shared.addrs.lock().ok().and_then(|mut p| p.get(conn_index)) else {
             return;
         };
+        if shared.force_http2.load(Ordering::SeqCst) {
+            protocol = Protocol::Http2;
+        }
         let attempts = u8::try_from(backoff.retries()).unwrap_or(u8::MAX);
         let end = match protocol {
             Protocol::Quic => quic::serve(&shared, conn_index, addr, attempts).await,
@@ -367,6 +458,12 @@ async fn run_connection(shared: Arc<Shared>, conn_index: u8) {
         };
         let (delay, rotate, reason) = match end {
             ConnEnd::Shutdown => return,
+            ConnEnd::Migrated => {
+                shared.metrics.reconnect("protocol_switch");
+                backoff.reset();
+                tracing::info!(conn_index, "redialling over HTTP/2");
+                continue;
+            }
             ConnEnd::Refused(e) => {
                 if e.cause == "EDUPCONN" {
                     shared.metrics.registration("duplicate");

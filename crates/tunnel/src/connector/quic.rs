@@ -105,8 +105,8 @@ async fn serve_connection(
     shared.on_registered(conn_index, Protocol::Quic, &details, addr);
     let tracker = TaskTracker::new();
     let end = serve_registered(shared, conn_index, &conn, &mut control, &details, &tracker).await;
-    shared.on_unregistered(Protocol::Quic);
-    if matches!(end, ConnEnd::Shutdown) {
+    shared.on_unregistered(conn_index, Protocol::Quic);
+    if matches!(end, ConnEnd::Shutdown | ConnEnd::Migrated) {
         drain(shared, &conn, &tracker).await;
         control.close().await;
     }
@@ -130,6 +130,7 @@ async fn serve_registered(
             Err(_) => tracing::warn!("updateLocalConfiguration timed out"),
         }
     }
+    let migrate = shared.migrate_token(conn_index);
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -146,15 +147,29 @@ async fn serve_registered(
                 return ConnEnd::Lost { reason: "control_stream", error: e.to_string(), rotate: false };
             }
             _ = shared.shutdown.cancelled() => {
-                let grace = shared.config.grace_period;
-                match tokio::time::timeout(grace.max(Duration::from_millis(100)), control.unregister()).await {
-                    Ok(Ok(())) => tracing::info!(conn_index, "unregistered tunnel connection"),
-                    Ok(Err(e)) => tracing::warn!(conn_index, error = %e, "unregisterConnection failed"),
-                    Err(_) => tracing::warn!(conn_index, "unregisterConnection timed out"),
-                }
+                unregister(shared, conn_index, control).await;
                 return ConnEnd::Shutdown;
             }
+            _ = migrate.cancelled() => {
+                tracing::info!(conn_index, "leaving QUIC for HTTP/2: unregistering, then draining");
+                unregister(shared, conn_index, control).await;
+                return ConnEnd::Migrated;
+            }
         }
+    }
+}
+
+/// `unregisterConnection`, bounded by the grace period.
+async fn unregister(
+    shared: &Arc<Shared>,
+    conn_index: u8,
+    control: &mut ControlSession<tokio::io::Join<quinn::RecvStream, quinn::SendStream>>,
+) {
+    let grace = shared.config.grace_period;
+    match tokio::time::timeout(grace.max(Duration::from_millis(100)), control.unregister()).await {
+        Ok(Ok(())) => tracing::info!(conn_index, "unregistered tunnel connection"),
+        Ok(Err(e)) => tracing::warn!(conn_index, error = %e, "unregisterConnection failed"),
+        Err(_) => tracing::warn!(conn_index, "unregisterConnection timed out"),
     }
 }
 
