@@ -184,10 +184,20 @@ fn lost_reason(e: &quinn::ConnectionError) -> &'static str {
     }
 }
 
+/// After `unregisterConnection`, the edge may still open streams it routed here just before it saw the
+/// unregistration (QUIC has no GOAWAY to fence them off, unlike the HTTP/2 transport). The connection therefore
+/// stays open at least this long, bounded by the grace period, even with nothing in flight; closing at once
+/// would fail those requests.
+const UNREGISTER_LINGER: Duration = Duration::from_millis(500);
+
 /// Keeps serving in-flight streams until they finish or the grace period ends (§10).
 async fn drain(shared: &Arc<Shared>, conn: &quinn::Connection, tracker: &TaskTracker) {
     tracker.close();
     let grace = shared.config.grace_period;
+    let settled = async {
+        tokio::time::sleep(UNREGISTER_LINGER.min(grace)).await;
+        tracker.wait().await;
+    };
     let accept_more = async {
         // Streams the edge opened just before our unregister landed are still served.
         while let Ok((send, recv)) = conn.accept_bi().await {
@@ -196,7 +206,7 @@ async fn drain(shared: &Arc<Shared>, conn: &quinn::Connection, tracker: &TaskTra
         }
     };
     tokio::select! {
-        _ = tracker.wait() => {}
+        () = settled => {}
         _ = tokio::time::sleep(grace) => {}
         _ = shared.abort.cancelled() => {}
         _ = accept_more => {}
