@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tunnelgate_config::Config;
 
 use crate::metrics::ApplyResult;
@@ -27,7 +27,13 @@ pub struct ConfigApi {
     token_digest: Option<[u8; 32]>,
     max_config_bytes: usize,
     metrics_enabled: bool,
+    /// Bounds the decode-and-compile threads of concurrent `PUT /config` requests (each takes a thread of its
+    /// own, and the decode may start more); further PUTs wait for a permit. Only one swap wins anyway.
+    applies: Arc<Semaphore>,
 }
+
+/// `PUT /config` requests decoded and compiled at the same time.
+const MAX_CONCURRENT_APPLIES: usize = 2;
 
 type ApiResponse = Response<Full<Bytes>>;
 
@@ -49,6 +55,7 @@ impl ConfigApi {
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             max_config_bytes,
             metrics_enabled,
+            applies: Arc::new(Semaphore::new(MAX_CONCURRENT_APPLIES)),
         }
     }
 
@@ -160,7 +167,14 @@ impl ConfigApi {
         // thread ends, the allocator takes back the memory it kept cached for that thread; a pooled blocking
         // thread would sit idle for seconds holding megabytes of the apply's freed allocations.
         let state = self.state.clone();
+        let Ok(permit) = self.applies.clone().acquire_owned().await else {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "internal error"}),
+            );
+        };
         let applied = on_own_thread("config-apply", move || {
+            let _permit = permit;
             let dequeued = Instant::now();
             let config = Config::from_json_slice(&body).map_err(Rejection::Decode)?;
             let decoded = Instant::now();

@@ -313,6 +313,28 @@ async fn unknown_paths_and_methods() {
     assert!(r.body.is_empty());
 }
 
+/// Concurrent pushes queue for the bounded apply threads: every one is answered (200, or 409 when a newer
+/// version won first), none fails, and the newest version ends up active.
+#[tokio::test]
+async fn concurrent_pushes_are_all_answered_and_the_newest_wins() {
+    let proxy = Proxy::start().await;
+    let backend = Backend::start("c").await;
+    let pushes = (1..=8i64).map(|version| {
+        let doc = single_route(version, "c.example.com", &backend.url()).to_string();
+        put_config(proxy.config, proxy.token.as_deref(), doc)
+    });
+    let replies = futures::future::join_all(pushes).await;
+    for (status, body) in &replies {
+        assert!(
+            *status == StatusCode::OK || *status == StatusCode::CONFLICT,
+            "{status} {body}"
+        );
+    }
+    let status = json_of(&proxy.config_get("/config").await.body);
+    assert_eq!(status["version"], 8, "{status}");
+    assert_eq!(proxy.get("c.example.com", "/").await.status, 200);
+}
+
 /// The `hostname` label set follows the active config: series of a pattern that the new config no longer routes
 /// are removed, those of patterns it keeps go on counting, and a pattern that comes back starts from zero.
 #[tokio::test]
