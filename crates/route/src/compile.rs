@@ -43,7 +43,71 @@ struct Compiler<'c> {
     parsed: FxHashMap<(&'c str, UpstreamProtocol), usize>,
 }
 
+/// From this many rules on, the two halves of the rules array are compiled on two threads (when the machine has
+/// two cores). The rules compile independently; about two thirds of a 10,000-rule compile is spent on them, the
+/// rest in [`RouteTable::assemble`].
+const PARALLEL_MIN_RULES: usize = 2_000;
+
 pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> {
+    let n = cfg.rules.len();
+    let (mut first, second) = if n >= PARALLEL_MIN_RULES && two_cores() {
+        let mid = n / 2;
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("route-compile".into())
+                .spawn_scoped(scope, || compile_rules(cfg, mid..n, false));
+            match other {
+                Ok(handle) => {
+                    let first = compile_rules(cfg, 0..mid, true);
+                    match handle.join() {
+                        Ok(second) => (first, Some(second)),
+                        // Not expected; the one-thread compile then does the second half again.
+                        Err(_) => (compile_rules(cfg, 0..n, true), None),
+                    }
+                }
+                Err(_) => (compile_rules(cfg, 0..n, true), None),
+            }
+        })
+    } else {
+        (compile_rules(cfg, 0..n, true), None)
+    };
+    if let Some(second) = second {
+        first.absorb(second);
+    }
+    let Part {
+        errors,
+        rules,
+        hosts,
+        upstream_order,
+        ..
+    } = first;
+    if !errors.is_empty() {
+        return Err(CompileError { errors });
+    }
+    let upstreams = upstream_order
+        .into_iter()
+        .filter_map(|(upstream, dialable)| dialable.then_some(upstream))
+        .collect();
+    Ok(RouteTable::assemble(cfg.version, rules, &hosts, upstreams))
+}
+
+fn two_cores() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)) >= 2
+}
+
+/// The compiled rules of a range of the rules array, with their errors and upstreams.
+struct Part {
+    errors: Vec<FieldError>,
+    rules: Vec<Rule>,
+    hosts: Vec<Vec<HostPattern>>,
+    upstreams: FxHashMap<Arc<Upstream>, usize>,
+    upstream_order: Vec<(Arc<Upstream>, bool)>,
+}
+
+/// Compiles `cfg.rules[range]` (their error paths carry their index in the whole array); `first` also checks the
+/// document's own fields, so that a one-part compile reports everything in document order.
+fn compile_rules(cfg: &config::Config, range: std::ops::Range<usize>, first: bool) -> Part {
     let mut cx = Compiler {
         errors: Vec::new(),
         path: Vec::with_capacity(16),
@@ -51,25 +115,72 @@ pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> 
         upstream_order: Vec::new(),
         parsed: FxHashMap::default(),
     };
-    if cfg.version < 0 {
+    if first && cfg.version < 0 {
         cx.error_at(Seg::Field("version"), "version must be >= 0");
     }
-    let mut rules = Vec::with_capacity(cfg.rules.len());
-    let mut hosts = Vec::with_capacity(cfg.rules.len());
-    for (i, rule) in cfg.rules.iter().enumerate() {
+    let mut rules = Vec::with_capacity(range.len());
+    let mut hosts = Vec::with_capacity(range.len());
+    for (i, rule) in cfg.rules.iter().enumerate().skip(range.start).take(range.len()) {
         let (compiled, patterns) = cx.within(Seg::Item("rules", i), |cx| cx.rule(rule));
         rules.push(compiled);
         hosts.push(patterns);
     }
-    if !cx.errors.is_empty() {
-        return Err(CompileError { errors: cx.errors });
+    Part {
+        errors: cx.errors,
+        rules,
+        hosts,
+        upstreams: cx.upstreams,
+        upstream_order: cx.upstream_order,
     }
-    let upstreams = cx
-        .upstream_order
-        .into_iter()
-        .filter_map(|(upstream, dialable)| dialable.then_some(upstream))
-        .collect();
-    Ok(RouteTable::assemble(cfg.version, rules, &hosts, upstreams))
+}
+
+impl Part {
+    /// Appends `later`, the part that follows this one: its errors after ours, its rules after ours, and its
+    /// upstreams merged into ours so that equal upstreams share one `Arc` across the whole table (one object
+    /// in memory, one entry in the upstream list).
+    fn absorb(&mut self, mut later: Part) {
+        self.errors.append(&mut later.errors);
+        let mut canonical: Vec<Arc<Upstream>> = Vec::with_capacity(later.upstream_order.len());
+        for (upstream, dialable) in later.upstream_order {
+            let index = match self.upstreams.get(&upstream) {
+                Some(&index) => index,
+                None => {
+                    let index = self.upstream_order.len();
+                    self.upstreams.insert(Arc::clone(&upstream), index);
+                    self.upstream_order.push((Arc::clone(&upstream), false));
+                    index
+                }
+            };
+            if let Some((shared, flag)) = self.upstream_order.get_mut(index) {
+                *flag |= dialable;
+                canonical.push(Arc::clone(shared));
+            }
+        }
+        let share = |upstream: &mut Arc<Upstream>| {
+            if let Some(&index) = later.upstreams.get(upstream)
+                && let Some(shared) = canonical.get(index)
+            {
+                *upstream = Arc::clone(shared);
+            }
+        };
+        for rule in &mut later.rules {
+            share_filters(&mut rule.filters, &share);
+            for backend in &mut rule.backends {
+                share(&mut backend.upstream);
+                share_filters(&mut backend.filters, &share);
+            }
+        }
+        self.rules.append(&mut later.rules);
+        self.hosts.append(&mut later.hosts);
+    }
+}
+
+fn share_filters(filters: &mut [Filter], share: &impl Fn(&mut Arc<Upstream>)) {
+    for filter in filters {
+        if let Filter::RequestMirror(mirror) = filter {
+            share(&mut mirror.upstream);
+        }
+    }
 }
 
 impl<'c> Compiler<'c> {

@@ -619,3 +619,114 @@ fn json_path_segments_render_like_serde_path_to_error() {
     );
     assert_error(&doc, "rules[10].hostnames[0]", "invalid hostname");
 }
+
+/// A document big enough for the two-thread compile: rules over 150 hostnames that share backend URLs (and a
+/// mirror URL) across both halves, with `bad` invalid rules spread over the whole array.
+fn large_document(rules: usize, bad: &[usize]) -> String {
+    let items: Vec<String> = (0..rules)
+        .map(|i| {
+            let path = if bad.contains(&i) { "no-slash".to_owned() } else { format!("/r{i}") };
+            format!(
+                r#"{{"hostnames":["h{}.example.com"],"matches":[{{"path":{{"type":"PathPrefix","value":"{path}"}}}}],"filters":[{{"type":"RequestMirror","requestMirror":{{"backendUrl":"http://mirror:9000"}}}}],"backends":[{{"url":"http://svc{}.ns:8080","weight":1}}]}}"#,
+                i % 150,
+                i % 40
+            )
+        })
+        .collect();
+    format!(r#"{{"version":3,"rules":[{}]}}"#, items.join(","))
+}
+
+/// The one-thread compile, for comparison.
+fn compile_on_one_thread(cfg: &config::Config) -> Result<RouteTable, CompileError> {
+    let part = compile_rules(cfg, 0..cfg.rules.len(), true);
+    if !part.errors.is_empty() {
+        return Err(CompileError { errors: part.errors });
+    }
+    let upstreams = part
+        .upstream_order
+        .into_iter()
+        .filter_map(|(upstream, dialable)| dialable.then_some(upstream))
+        .collect();
+    Ok(RouteTable::assemble(
+        cfg.version,
+        part.rules,
+        &part.hosts,
+        upstreams,
+    ))
+}
+
+#[test]
+fn a_large_document_compiles_on_two_threads_to_the_same_table_with_shared_upstreams() {
+    let n = PARALLEL_MIN_RULES * 2;
+    let cfg = config::Config::from_json_slice(large_document(n, &[]).as_bytes()).unwrap();
+    let two = compile(&cfg).unwrap();
+    let one = compile_on_one_thread(&cfg).unwrap();
+    assert_eq!(two.rule_count(), one.rule_count());
+    // One entry and one object per distinct upstream (40 services and the mirror), whichever half named it.
+    let listed: Vec<&Arc<Upstream>> = two.shared_upstreams().iter().collect();
+    assert_eq!(listed.len(), 41);
+    assert_eq!(listed.len(), one.shared_upstreams().len());
+    for rule in two.rules() {
+        for backend in &rule.backends {
+            assert!(
+                listed.iter().any(|u| Arc::ptr_eq(u, &backend.upstream)),
+                "{:?}",
+                backend.upstream
+            );
+        }
+        for filter in &rule.filters {
+            if let Filter::RequestMirror(m) = filter {
+                assert!(listed.iter().any(|u| Arc::ptr_eq(u, &m.upstream)));
+            }
+        }
+    }
+    let headers = http::HeaderMap::new();
+    for i in (0..n).step_by(7) {
+        let host = format!("h{}.example.com", i % 150);
+        let path = format!("/r{i}/x");
+        let head = crate::RequestHead {
+            method: &http::Method::GET,
+            host: &host,
+            path: &path,
+            query: None,
+            headers: &headers,
+        };
+        let (a, b) = (two.lookup(&head), one.lookup(&head));
+        assert_eq!(
+            a.map(|h| (h.rule_index, h.arm_index)),
+            b.map(|h| (h.rule_index, h.arm_index)),
+            "{host}{path}"
+        );
+        assert_eq!(a.map(|h| h.rule_index), Some(i));
+    }
+}
+
+#[test]
+fn errors_of_a_two_thread_compile_come_in_document_order_with_whole_array_indexes() {
+    let n = PARALLEL_MIN_RULES * 2;
+    let bad = [3, n / 2 - 1, n / 2, n - 1];
+    let mut json = large_document(n, &bad);
+    json = json.replacen(r#""version":3"#, r#""version":-1"#, 1);
+    let cfg = config::Config::from_json_slice(json.as_bytes()).unwrap();
+    let two = match compile(&cfg) {
+        Err(e) => e
+            .errors
+            .into_iter()
+            .map(|e| (e.path, e.message))
+            .collect::<Vec<_>>(),
+        Ok(_) => panic!("invalid document compiled"),
+    };
+    let one = match compile_on_one_thread(&cfg) {
+        Err(e) => e
+            .errors
+            .into_iter()
+            .map(|e| (e.path, e.message))
+            .collect::<Vec<_>>(),
+        Ok(_) => panic!("invalid document compiled"),
+    };
+    assert_eq!(two, one);
+    let paths: Vec<&str> = two.iter().map(|(p, _)| p.as_str()).collect();
+    let mut want = vec!["version".to_owned()];
+    want.extend(bad.iter().map(|i| format!("rules[{i}].matches[0].path.value")));
+    assert_eq!(paths, want.iter().map(String::as_str).collect::<Vec<_>>());
+}
