@@ -76,6 +76,15 @@ mod tests {
         limit: usize,
     }
 
+    impl Recorder {
+        fn unlimited() -> Self {
+            Recorder {
+                limit: usize::MAX,
+                ..Recorder::default()
+            }
+        }
+    }
+
     impl AsyncWrite for Recorder {
         fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             let n = buf.len().min(self.limit);
@@ -114,10 +123,7 @@ mod tests {
 
     #[test]
     fn small_head_and_body_go_out_in_one_plain_write() {
-        let mut rec = Recorder {
-            limit: usize::MAX,
-            ..Recorder::default()
-        };
+        let mut rec = Recorder::unlimited();
         let n = write(
             &mut rec,
             &[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"", b"ok"],
@@ -131,10 +137,7 @@ mod tests {
 
     #[test]
     fn one_nonempty_slice_is_written_without_a_copy_and_nothing_is_written_for_none() {
-        let mut rec = Recorder {
-            limit: usize::MAX,
-            ..Recorder::default()
-        };
+        let mut rec = Recorder::unlimited();
         assert_eq!(write(&mut rec, &[b"", b"GET / HTTP/1.1\r\n\r\n"]), 18);
         assert_eq!(write(&mut rec, &[b"", b""]), 0);
         assert_eq!(
@@ -145,10 +148,7 @@ mod tests {
 
     #[test]
     fn a_head_and_body_between_the_two_buffer_sizes_are_joined_too() {
-        let mut rec = Recorder {
-            limit: usize::MAX,
-            ..Recorder::default()
-        };
+        let mut rec = Recorder::unlimited();
         let head = vec![b'h'; SMALL_BYTES];
         assert_eq!(write(&mut rec, &[&head, b"body"]), SMALL_BYTES + 4);
         let mut want = head.clone();
@@ -158,10 +158,7 @@ mod tests {
 
     #[test]
     fn large_writes_stay_vectored() {
-        let mut rec = Recorder {
-            limit: usize::MAX,
-            ..Recorder::default()
-        };
+        let mut rec = Recorder::unlimited();
         let body = vec![b'x'; COALESCE_BYTES];
         assert_eq!(write(&mut rec, &[b"head", &body]), COALESCE_BYTES + 4);
         assert_eq!(rec.calls.len(), 1);

@@ -10,8 +10,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, Method};
-use tunnelgate_route::{RequestHead, RouteTable};
+use http::HeaderMap;
+use tunnelgate_route::RouteTable;
 
 mod workload;
 
@@ -36,13 +36,7 @@ fn lookup_group(c: &mut Criterion, name: &str, spread: fn(usize) -> usize) {
         let reqs = requests(spread(rules));
         // Every request must hit its API rule, not the default: otherwise the bench measures something else.
         for (host, path) in &reqs {
-            let head = RequestHead {
-                method: &Method::GET,
-                host,
-                path,
-                query: None,
-                headers: &headers,
-            };
+            let head = workload::head(host, path, &headers);
             let hit = table.lookup(&head).expect("bench request routes");
             assert!(
                 !hit.hostname.is_empty(),
@@ -54,13 +48,7 @@ fn lookup_group(c: &mut Criterion, name: &str, spread: fn(usize) -> usize) {
             b.iter(|| {
                 let (host, path) = &reqs[k % reqs.len()];
                 k = k.wrapping_add(1);
-                let head = RequestHead {
-                    method: &Method::GET,
-                    host,
-                    path,
-                    query: None,
-                    headers: &headers,
-                };
+                let head = workload::head(host, path, &headers);
                 black_box(table.lookup(black_box(&head)).map(|hit| hit.rule_index))
             });
         });

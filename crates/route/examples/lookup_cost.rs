@@ -12,8 +12,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderValue, Method};
-use tunnelgate_route::{RequestHead, RouteTable};
+use http::{HeaderMap, HeaderValue};
+use tunnelgate_route::RouteTable;
 
 #[path = "../benches/workload/mod.rs"]
 mod workload;
@@ -38,13 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..batches / ROUNDS {
                 let t = Instant::now();
                 for (host, path) in reqs {
-                    let head = RequestHead {
-                        method: &Method::GET,
-                        host,
-                        path,
-                        query: None,
-                        headers: &headers,
-                    };
+                    let head = workload::head(host, path, &headers);
                     black_box(table.lookup(black_box(&head)).map(|hit| hit.rule_index));
                 }
                 *best = (*best).min(t.elapsed());

@@ -5,6 +5,8 @@
 //! default rule closes the document. Requests cycle through paths that hit every rule, so a lookup walks the
 //! same kind of bucket a real request would, not just the first arm.
 
+use http::{HeaderMap, Method};
+use tunnelgate_route::RequestHead;
 use tunnelgate_route::config::{
     BackendRef, Config, PathMatch, PathMatchType, RouteMatch, RouteRule, ValueMatch, ValueMatchType,
 };
@@ -76,4 +78,15 @@ pub fn requests(rules: usize) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The request head of one `(host, path)` of [`requests`]: a GET without a query.
+pub fn head<'a>(host: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestHead<'a> {
+    RequestHead {
+        method: &Method::GET,
+        host,
+        path,
+        query: None,
+        headers,
+    }
 }
