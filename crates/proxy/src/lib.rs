@@ -21,6 +21,7 @@ mod config_api;
 mod drain;
 mod forward;
 mod framing;
+mod header_timeout;
 mod metrics;
 mod mirror;
 mod observe;

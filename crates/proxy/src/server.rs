@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -21,12 +20,14 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::body::{self, BoxError, ProxyBody};
+use crate::body::{self, BoxError};
 use crate::config_api::ConfigApi;
 use crate::drain::{Drain, Ticket};
 use crate::forward::is_upgrade;
 use crate::framing::FramingGuard;
+use crate::header_timeout::{Expiry, HeadClock, ListenerBody, ResponseEnd};
 use crate::service::{RequestContext, RequestService};
 use crate::settings::ProxySettings;
 use crate::state::ProxyState;
@@ -210,11 +211,8 @@ async fn serve_data(
     let drain = Drain::default();
     let header_read_timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true);
+    // The header-read timeout is kept by the connection (`header_timeout`), not by hyper's timer per request.
+    builder.http1().header_read_timeout(None).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -292,32 +290,47 @@ impl DataConnection {
             _permit,
             peer,
         } = self;
-        let first_request = Arc::new(AtomicBool::new(false));
-        let seen = first_request.clone();
-        let svc = service_fn(move |req| {
-            seen.store(true, Ordering::Relaxed);
-            serve_listener_request(service.clone(), peer, req)
+        let clock = HeadClock::new(Instant::now());
+        let heads = clock.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let end = heads.head_arrived(req.version());
+            serve_listener_request(service.clone(), peer, req, end)
         });
         // The framing guard refuses requests with both Content-Length and Transfer-Encoding.
         let io = TokioIo::new(FramingGuard::new(stream));
         let conn = builder.serve_connection_with_upgrades(io, svc);
         let conn = ticket.watch(conn, auto::UpgradeableConnection::graceful_shutdown);
-        // hyper's header timeout starts only once HTTP/1 is chosen; the HTTP/2 preface sniff and an HTTP/2
-        // connection that never sends a request have none. Until the first request arrives, the header-read
-        // timeout bounds the whole connection.
+        // One timer for the connection's life bounds the wait for every request head: before the first request
+        // (which also covers the HTTP/2 preface sniff and an HTTP/2 connection without a request) and between
+        // HTTP/1 requests. It is moved only when it fires (`header_timeout`).
         let mut conn = std::pin::pin!(conn);
-        // The deadline is polled only until the first request arrives and dropped then, so that the wake-ups of
-        // a busy keep-alive connection poll the connection alone.
-        let mut deadline = Some(Box::pin(tokio::time::sleep(header_read_timeout)));
+        let sleep = tokio::time::sleep(header_read_timeout);
+        let mut sleep = std::pin::pin!(sleep);
+        let mut timed = true;
+        // Whether the sleep holds this task's waker for its current deadline. Until it fires, a wake-up then
+        // costs one atomic load (`is_elapsed`) instead of a poll that re-registers the waker.
+        let mut armed = false;
         let result = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 return Poll::Ready(Some(result));
             }
-            if let Some(sleep) = deadline.as_mut() {
-                if first_request.load(Ordering::Relaxed) {
-                    deadline = None;
-                } else if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+            if timed && (!armed || sleep.is_elapsed()) {
+                loop {
+                    // Unconstrained: a poll refused for want of coop budget would leave the timer without the
+                    // waker, and the connection would never be cut.
+                    let polled = std::pin::pin!(tokio::task::coop::unconstrained(sleep.as_mut())).poll(cx);
+                    if polled.is_pending() {
+                        armed = true;
+                        break;
+                    }
+                    match clock.expiry(Instant::now(), header_read_timeout) {
+                        Expiry::Cut => return Poll::Ready(None),
+                        Expiry::Recheck(at) => sleep.as_mut().reset(at),
+                        Expiry::Stopped => {
+                            timed = false;
+                            break;
+                        }
+                    }
                 }
             }
             Poll::Pending
@@ -337,7 +350,8 @@ async fn serve_listener_request(
     service: RequestService,
     peer: SocketAddr,
     mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+    end: ResponseEnd,
+) -> Result<Response<ListenerBody>, Infallible> {
     if !host_is_acceptable(&req) {
         let mut resp = body::text_response(
             StatusCode::BAD_REQUEST,
@@ -348,7 +362,7 @@ async fn serve_listener_request(
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        return Ok(resp);
+        return Ok(resp.map(|body| ListenerBody::new(body, end)));
     }
     if is_upgrade(req.headers()) {
         let on = hyper::upgrade::on(&mut req);
@@ -361,7 +375,8 @@ async fn serve_listener_request(
         peer: Some(peer),
         transport: "listener",
     };
-    Ok(service.serve(req.map(body::boxed), ctx).await)
+    let resp = service.serve(req.map(body::boxed), ctx).await;
+    Ok(resp.map(|body| ListenerBody::new(body, end)))
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host, and a Host must be a valid `uri-host[:port]`
