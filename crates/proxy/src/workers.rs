@@ -21,9 +21,17 @@ thread_local! {
     static SLOT: Cell<usize> = const { Cell::new(0) };
 }
 
+/// One more than the largest worker index started in this process.
+static SLOTS: AtomicUsize = AtomicUsize::new(1);
+
 /// The pool slot of the current thread: 0 outside the workers, `1..=n` on worker `n`.
 pub fn slot() -> usize {
     SLOT.with(Cell::get)
+}
+
+/// How many slots [`slot`] can return in this process so far: 1 + the most workers started at once.
+pub fn slots() -> usize {
+    SLOTS.load(Ordering::Relaxed)
 }
 
 /// Running worker threads. Dropping this stops them; tasks still running on them are cancelled.
@@ -37,6 +45,7 @@ impl Workers {
     /// Starts `n` (at least 1) worker threads.
     pub fn start(n: usize) -> io::Result<Self> {
         let n = n.max(1);
+        SLOTS.fetch_max(n + 1, Ordering::Relaxed);
         let mut handles = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
         for i in 0..n {

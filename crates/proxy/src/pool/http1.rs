@@ -8,13 +8,15 @@
 //!
 //! Idle connections wait in a LIFO list without being polled, one list per data worker thread
 //! ([`crate::workers::slot`]): a connection is registered with the reactor of the thread that opened it and is
-//! only handed to requests on that thread. A checkout polls the candidate once: a connection
+//! only handed to requests on that thread. Each list has its own lock on its own cache line, so that two workers
+//! taking and returning connections of the same upstream do not pass one lock's cache line back and forth twice
+//! per request. A checkout polls the candidate once: a connection
 //! the backend closed (or broke) in the meantime shows up there and is discarded. A sweeper task, started on the
 //! first return, closes connections idle longer than the idle timeout and discards dead ones.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -40,11 +42,17 @@ struct Idle {
     since: Instant,
 }
 
+/// The idle list of one worker slot, alone on its cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct IdleSlot(Mutex<Vec<Idle>>);
+
 /// The pool of one upstream. Shared by the requests using it and (weakly) by its sweeper.
 pub struct Http1Pool {
     connector: Connector,
-    /// Idle lists by worker slot.
-    idle: Mutex<Vec<Vec<Idle>>>,
+    /// Idle lists by worker slot, allocated on the first return (an upstream that is never used costs no slots;
+    /// by then the workers run and their number is known).
+    idle: OnceLock<Box<[IdleSlot]>>,
     idle_timeout: Duration,
     max_idle: usize,
     sweeper_started: std::sync::atomic::AtomicBool,
@@ -65,7 +73,7 @@ impl Http1Pool {
     pub fn new(connector: Connector, idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
         Arc::new(Self {
             connector,
-            idle: Mutex::new(Vec::new()),
+            idle: OnceLock::new(),
             idle_timeout,
             max_idle,
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
@@ -75,7 +83,9 @@ impl Http1Pool {
     /// Idle connections in the pool.
     #[cfg(test)]
     pub fn idle_len(&self) -> usize {
-        self.lock().iter().map(Vec::len).sum()
+        self.idle
+            .get()
+            .map_or(0, |slots| slots.iter().map(|slot| lock(slot).len()).sum())
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or on a new one. A request that a reused
@@ -133,9 +143,9 @@ impl Http1Pool {
     /// Takes the most recently used live connection. Each candidate is polled once: a closed or broken one
     /// finishes its future there and is dropped.
     fn checkout(&self, cx: &mut Context<'_>) -> Option<Box<Conn>> {
-        let slot = crate::workers::slot();
+        let list = self.idle.get()?.get(crate::workers::slot())?;
         loop {
-            let mut idle = self.lock().get_mut(slot)?.pop()?;
+            let mut idle = lock(list).pop()?;
             if Pin::new(&mut idle.conn.driver).poll(cx).is_pending() && idle.conn.sender.is_ready() {
                 return Some(idle.conn);
             }
@@ -163,17 +173,22 @@ impl Http1Pool {
             }
         }
         let since = Instant::now();
-        let slot = crate::workers::slot();
-        let mut lists = self.lock();
-        if lists.len() <= slot {
-            lists.resize_with(slot + 1, Vec::new);
-        }
-        let Some(idle) = lists.get_mut(slot).filter(|idle| idle.len() < self.max_idle) else {
-            drop(lists);
+        let slots = self.idle.get_or_init(|| {
+            (0..crate::workers::slots())
+                .map(|_| IdleSlot::default())
+                .collect()
+        });
+        // A slot beyond the list exists only when a proxy with more workers started in the same process after this
+        // pool's first return (tests); its connections are then closed instead of pooled.
+        let Some(list) = slots.get(crate::workers::slot()) else {
             return;
         };
+        let mut idle = lock(list);
+        if idle.len() >= self.max_idle {
+            return;
+        }
         idle.push(Idle { conn, since });
-        drop(lists);
+        drop(idle);
         if !self.sweeper_started.load(std::sync::atomic::Ordering::Relaxed)
             && !self
                 .sweeper_started
@@ -198,28 +213,26 @@ impl Http1Pool {
     fn sweep(&self, now: Instant) {
         let mut cx = Context::from_waker(Waker::noop());
         let mut closed = Vec::new();
-        {
-            let mut lists = self.lock();
-            for idle in lists.iter_mut() {
-                let mut i = 0;
-                while i < idle.len() {
-                    let entry = &mut idle[i];
-                    let expired = now.saturating_duration_since(entry.since) >= self.idle_timeout;
-                    if expired || Pin::new(&mut entry.conn.driver).poll(&mut cx).is_ready() {
-                        closed.push(idle.remove(i));
-                    } else {
-                        i += 1;
-                    }
+        for slot in self.idle.get().into_iter().flatten() {
+            let mut idle = lock(slot);
+            let mut i = 0;
+            while i < idle.len() {
+                let entry = &mut idle[i];
+                let expired = now.saturating_duration_since(entry.since) >= self.idle_timeout;
+                if expired || Pin::new(&mut entry.conn.driver).poll(&mut cx).is_ready() {
+                    closed.push(idle.remove(i));
+                } else {
+                    i += 1;
                 }
             }
         }
         // Closing sockets happens outside the lock.
         drop(closed);
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Idle>>> {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+fn lock(slot: &IdleSlot) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    slot.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether the backend keeps the connection open after this response (RFC 9112 §9.3): HTTP/1.1 without
