@@ -178,16 +178,19 @@ impl Tracker {
                         }
                     }
                     let rest = &data[at..];
-                    match head_end(&self.head, rest) {
-                        Some(end) => {
-                            let verdict = if self.head.is_empty() {
-                                judge_head(&rest[..=end])
-                            } else {
-                                self.head.extend_from_slice(&rest[..=end]);
-                                let verdict = judge_head(&self.head);
-                                self.head = Vec::new();
-                                verdict
-                            };
+                    // A head that starts in this read (the usual case) is found and judged in one pass.
+                    let found = if self.head.is_empty() {
+                        scan_head(rest)
+                    } else {
+                        head_end(&self.head, rest).map(|end| {
+                            self.head.extend_from_slice(&rest[..=end]);
+                            let verdict = judge_head(&self.head);
+                            self.head = Vec::new();
+                            (end, verdict)
+                        })
+                    };
+                    match found {
+                        Some((end, verdict)) => {
                             match verdict {
                                 Verdict::Ambiguous => {
                                     self.position = Position::Off;
@@ -263,48 +266,102 @@ fn judge_head(head: &[u8]) -> Verdict {
     let Some(request_line) = lines.next() else {
         return Verdict::Next(Position::Off);
     };
-    if request_line.starts_with(b"PRI * HTTP/2.0") || request_line.starts_with(b"CONNECT ") {
+    if stops_inspection(request_line) {
         return Verdict::Next(Position::Off);
     }
-    let mut content_length: Option<Option<u64>> = None;
-    let mut transfer_encoding: Option<bool> = None;
-    let mut upgrade = false;
+    let mut fields = FramingFields::default();
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
-        let Some(colon) = memchr::memchr(b':', line) else {
-            // Not a field line: hyper refuses the head.
+        if !fields.read(line) {
             return Verdict::Next(Position::Off);
-        };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let len = content_length_value(value);
-            content_length = Some(match content_length {
-                Some(prev) if prev != len => None,
-                _ => len,
-            });
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = value.rsplit(|b| *b == b',').next().map(trim);
-            transfer_encoding = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
         }
     }
-    if content_length.is_some() && transfer_encoding.is_some() {
-        return Verdict::Ambiguous;
+    fields.verdict()
+}
+
+/// [`head_end`] and [`judge_head`] in one pass over a head that starts at `data[0]` (leading empty lines
+/// removed): the index of its final line feed and the verdict, or `None` when the head does not end in `data`.
+/// Line ends are found with `memchr` and only field names of a framing header's length are compared, so the
+/// common head costs a few instructions per line rather than per byte. A verdict that stops inspection may come
+/// before the end is found; the index is then that of the last line feed read (nothing after it is followed).
+fn scan_head(data: &[u8]) -> Option<(usize, Verdict)> {
+    let mut lf = memchr::memchr(b'\n', data)?;
+    if stops_inspection(&data[..lf]) {
+        return Some((lf, Verdict::Next(Position::Off)));
     }
-    if upgrade {
-        return Verdict::Next(Position::Off);
+    let mut fields = FramingFields::default();
+    loop {
+        let start = lf + 1;
+        lf = start + memchr::memchr(b'\n', &data[start..])?;
+        let line = &data[start..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Some((lf, fields.verdict()));
+        }
+        if !fields.read(line) {
+            return Some((lf, Verdict::Next(Position::Off)));
+        }
     }
-    Verdict::Next(match (transfer_encoding, content_length) {
-        (Some(true), _) => Position::Chunked(Chunk::Size { size: 0, digits: 0 }),
-        // Not chunked last, or an invalid or conflicting length: hyper refuses the request.
-        (Some(false), _) | (_, Some(None)) => Position::Off,
-        (None, Some(Some(0))) | (None, None) => Position::Head,
-        (None, Some(Some(len))) => Position::Body(len),
-    })
+}
+
+/// An HTTP/2 preface or a `CONNECT` request: the bytes after this head are not HTTP/1 requests.
+fn stops_inspection(request_line: &[u8]) -> bool {
+    request_line.starts_with(b"PRI * HTTP/2.0") || request_line.starts_with(b"CONNECT ")
+}
+
+/// The framing fields of one head, read line by line.
+#[derive(Default)]
+struct FramingFields {
+    content_length: Option<Option<u64>>,
+    transfer_encoding: Option<bool>,
+    upgrade: bool,
+}
+
+impl FramingFields {
+    /// Reads one field line (no line end). `false` when it is not a field line (hyper refuses the head).
+    fn read(&mut self, line: &[u8]) -> bool {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return false;
+        };
+        let name = &line[..colon];
+        // Lengths first: most fields are none of the three, and the length rules them out.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let len = content_length_value(trim(&line[colon + 1..]));
+                self.content_length = Some(match self.content_length {
+                    Some(prev) if prev != len => None,
+                    _ => len,
+                });
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                let value = trim(&line[colon + 1..]);
+                let last = value.rsplit(|b| *b == b',').next().map(trim);
+                self.transfer_encoding = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
+            _ => {}
+        }
+        true
+    }
+
+    fn verdict(self) -> Verdict {
+        if self.content_length.is_some() && self.transfer_encoding.is_some() {
+            return Verdict::Ambiguous;
+        }
+        if self.upgrade {
+            return Verdict::Next(Position::Off);
+        }
+        Verdict::Next(match (self.transfer_encoding, self.content_length) {
+            (Some(true), _) => Position::Chunked(Chunk::Size { size: 0, digits: 0 }),
+            // Not chunked last, or an invalid or conflicting length: hyper refuses the request.
+            (Some(false), _) | (_, Some(None)) => Position::Off,
+            (None, Some(Some(0))) | (None, None) => Position::Head,
+            (None, Some(Some(len))) => Position::Body(len),
+        })
+    }
 }
 
 /// A `Content-Length` value as hyper accepts it: decimal digits, or a list of equal such values.

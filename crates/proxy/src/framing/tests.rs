@@ -171,3 +171,49 @@ fn arbitrary_bytes_never_panic_and_only_refuse_inside_the_input() {
         }
     }
 }
+
+/// The one-pass scan of a head that starts in one read must agree with finding its end and then judging it:
+/// the same verdict, and the same end wherever inspection goes on after the head.
+#[test]
+fn the_one_pass_scan_agrees_with_end_then_judge() {
+    let mut heads: Vec<Vec<u8>> = AMBIGUOUS_HEADS.iter().map(|h| h.as_bytes().to_vec()).collect();
+    for head in [
+        "GET / HTTP/1.1\r\nHost: bench.example.com\r\n\r\n",
+        "GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\nhello world!",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "GET / HTTP/1.1\r\nno colon here\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A: 1\r\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A: 1\r\n",
+        "GET / HTTP/1.1",
+    ] {
+        heads.push(head.as_bytes().to_vec());
+    }
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let alphabet = b"\r\n\r\n:: ,0123456789GET / HTTP/1.1Content-LengthTransfer-EncodingUpgradechunkedX-";
+    for _ in 0..5_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 96) as usize;
+        let mut head = b"POST / HTTP/1.1\r\n".to_vec();
+        head.extend((0..len).map(|i| alphabet[((seed >> (i % 50)) as usize + i) % alphabet.len()]));
+        heads.push(head);
+    }
+    for head in &heads {
+        let scanned = scan_head(head);
+        let two_pass = head_end(&[], head).map(|end| (end, judge_head(&head[..=end])));
+        match (&scanned, &two_pass) {
+            (Some((_, Verdict::Next(Position::Off))), Some((_, verdict))) => {
+                assert_eq!(*verdict, Verdict::Next(Position::Off), "{head:?}")
+            }
+            // Found off before the end: the two-pass path would have waited for the end, then also stopped.
+            (Some((_, Verdict::Next(Position::Off))), None) => {}
+            _ => assert_eq!(scanned, two_pass, "{:?}", String::from_utf8_lossy(head)),
+        }
+    }
+}
