@@ -1,8 +1,10 @@
 //! The proxy's shared state: the active routing table (one `ArcSwap` snapshot), the version rules of
 //! config-api.md §6, readiness (§7) and the backend pools that belong to the active table.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -40,7 +42,16 @@ pub struct Active {
     /// The config's `hasGrpcRoute`: the tunnel's `auto` protocol choice reads it (tunnel.md §11).
     pub has_grpc_route: bool,
     pub hosts: HostMetricsIndex,
-    pub clients: FxHashMap<Arc<Upstream>, Arc<UpstreamClient>>,
+    pub clients: Clients,
+}
+
+/// The backend pools of one table, one per upstream. A pool is created on its upstream's first request, not by
+/// the apply: a 10,000-rule document names thousands of upstreams, and a pool (connector, TLS settings, idle
+/// list) costs a few hundred bytes to kilobytes each, most of it for upstreams that may never see a request
+/// before the next swap. Pools that did serve are carried over by later applies.
+#[derive(Default)]
+pub struct Clients {
+    slots: FxHashMap<Arc<Upstream>, OnceLock<Arc<UpstreamClient>>>,
 }
 
 /// The status object of `GET /config` (config-api.md §2.2).
@@ -80,7 +91,7 @@ pub struct Released {
 pub struct ApplyPhases {
     /// `RouteTable::compile`.
     pub compile: Duration,
-    /// Backend pools carried over or created.
+    /// Backend pool slots set up, the pools of the previous table carried over.
     pub pools: Duration,
     /// The host metrics index.
     pub hosts: Duration,
@@ -114,7 +125,7 @@ impl ProxyState {
             applied_at: None,
             has_grpc_route: false,
             hosts: HostMetricsIndex::default(),
-            clients: FxHashMap::default(),
+            clients: Clients::default(),
         };
         Self {
             shared: Arc::new(Shared {
@@ -174,20 +185,21 @@ impl ProxyState {
         })?;
         let compiled = Instant::now();
 
-        // Reuse the pools (and their warm connections) of upstreams the new table still names.
+        // Carry over the pools (and their warm connections) that requests created, of upstreams the new table
+        // still names; the others are created on first use.
         let previous = self.shared.active.load();
         let upstreams = table.shared_upstreams();
-        let mut clients = FxHashMap::with_capacity_and_hasher(upstreams.len(), Default::default());
+        let mut slots = FxHashMap::with_capacity_and_hasher(upstreams.len(), Default::default());
         for upstream in upstreams {
-            if clients.contains_key(upstream) {
-                continue;
-            }
-            let client = match previous.clients.get(upstream) {
-                Some(c) => c.clone(),
-                None => Arc::new(UpstreamClient::new(Arc::clone(upstream))),
-            };
-            clients.insert(client.upstream.clone(), client);
+            slots.entry(Arc::clone(upstream)).or_insert_with(|| {
+                let slot = OnceLock::new();
+                if let Some(client) = previous.clients.created(upstream) {
+                    let _ = slot.set(Arc::clone(client));
+                }
+                slot
+            });
         }
+        let clients = Clients { slots };
         let pooled = Instant::now();
         // Metric handles are resolved on a pattern's first request, not here: 17 labelled series per pattern
         // for every pattern of a 10,000-rule table cost tens of MiB and most of an apply's time. Handles already
@@ -354,6 +366,23 @@ impl Retired {
     }
 }
 
+impl Clients {
+    /// The pool of `upstream`, created on first use; `None` when the table does not name the upstream.
+    pub fn get<Q>(&self, upstream: &Q) -> Option<&Arc<UpstreamClient>>
+    where
+        Arc<Upstream>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (key, slot) = self.slots.get_key_value(upstream)?;
+        Some(slot.get_or_init(|| Arc::new(UpstreamClient::new(Arc::clone(key)))))
+    }
+
+    /// The pool of `upstream` if a request has created it.
+    fn created(&self, upstream: &Upstream) -> Option<&Arc<UpstreamClient>> {
+        self.slots.get(upstream)?.get()
+    }
+}
+
 impl Active {
     /// Metric handles of a matched hostname pattern, resolved on the pattern's first request.
     pub fn host_metrics<'a>(&'a self, pattern: &str, metrics: &'a Metrics) -> &'a Arc<HostMetrics> {
@@ -454,6 +483,51 @@ mod tests {
         // A refused document retires nothing and keeps the active table.
         assert!(state.apply_retiring(&doc(1)).is_err());
         assert_eq!(state.active().version, 2);
+    }
+
+    fn with_backends(version: i64, urls: &[&str]) -> Config {
+        let rules: Vec<String> = urls
+            .iter()
+            .map(|u| format!(r#"{{"backends":[{{"url":"{u}","weight":1}}]}}"#))
+            .collect();
+        let json = format!(r#"{{"version":{version},"rules":[{}]}}"#, rules.join(","));
+        Config::from_json_slice(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn pools_are_created_on_first_use_and_carried_over_while_named() {
+        let (a, b) = ("http://127.0.0.1:9001", "http://127.0.0.1:9002");
+        let state = ProxyState::new(Registry::default());
+        state.apply(&with_backends(1, &[a, b])).unwrap();
+        let first = state.active();
+        let upstream = |active: &Active, port| {
+            let found = active.table.shared_upstreams().iter().find(|u| u.port == port);
+            Arc::clone(found.unwrap())
+        };
+        let (ua, ub) = (upstream(&first, 9001), upstream(&first, 9002));
+        assert!(first.clients.created(&ua).is_none(), "no pool before a request");
+        let pool_a = Arc::clone(first.clients.get(&ua).unwrap());
+        assert!(Arc::ptr_eq(first.clients.created(&ua).unwrap(), &pool_a));
+        assert!(first.clients.created(&ub).is_none());
+
+        state.apply(&with_backends(2, &[a, b])).unwrap();
+        let second = state.active();
+        assert!(
+            Arc::ptr_eq(second.clients.get(&ua).unwrap(), &pool_a),
+            "the used pool is carried over"
+        );
+        assert!(
+            second.clients.created(&ub).is_none(),
+            "an unused upstream still has no pool"
+        );
+
+        state.apply(&with_backends(3, &[b])).unwrap();
+        let third = state.active();
+        assert!(
+            third.clients.get(&ua).is_none(),
+            "an upstream the table no longer names has no pool"
+        );
+        assert!(third.clients.get(&ub).is_some());
     }
 
     #[test]
