@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// Fixed hop-by-hop names removed in both directions, by bit: bit i set in a [`scan`] result means
 /// `HOP_BY_HOP[i]` is present. `te` is handled separately (`te: trailers` is kept).
@@ -20,9 +20,12 @@ const HOP_BY_HOP: [&str; 6] = [
     "proxy-authorization",
     "transfer-encoding",
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const CONNECTION_BIT: u32 = 1;
 const UPGRADE_BIT: u32 = 1 << 6;
 const TE_BIT: u32 = 1 << 7;
+/// Not hop-by-hop, but never forwarded on a request: the proxy answers `Expect` on its own hop.
+const EXPECT_BIT: u32 = 1 << 8;
 
 /// One pass over the names: which hop-by-hop fields are present. Removing an absent name still hashes and probes,
 /// and this runs twice per request while most messages carry no hop-by-hop field, or only `Connection`.
@@ -39,6 +42,7 @@ fn scan(headers: &HeaderMap) -> u32 {
             "transfer-encoding" => 1 << 5,
             "upgrade" => UPGRADE_BIT,
             "te" => TE_BIT,
+            "expect" => EXPECT_BIT,
             _ => 0,
         };
     }
@@ -49,7 +53,21 @@ fn scan(headers: &HeaderMap) -> u32 {
 /// `te: trailers`. With `upgrade` set, `Connection: Upgrade` and `Upgrade` survive (the upgrade path).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let present = scan(headers);
-    if present == 0 {
+    strip_present(headers, upgrade, present);
+}
+
+/// [`strip_hop_by_hop`] for a request going to a backend, which also loses `Expect` (found by the same scan
+/// instead of a lookup of its own).
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let present = scan(headers);
+    strip_present(headers, upgrade, present);
+    if present & EXPECT_BIT != 0 {
+        headers.remove(header::EXPECT);
+    }
+}
+
+fn strip_present(headers: &mut HeaderMap, upgrade: bool, present: u32) {
+    if present & !EXPECT_BIT == 0 {
         return;
     }
     let upgrade_value = if upgrade {
@@ -57,10 +75,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    if present & CONNECTION_BIT != 0 && names_other_fields(headers) {
-        // Removing by `&str` needs no owned `HeaderName`; the values are cloned (reference counts) because the
-        // removals below need the map mutably.
-        let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+    if present & CONNECTION_BIT != 0 {
+        // One lookup takes the `Connection` lines out; only lines naming fields beyond the fixed list are kept
+        // (not a bare `keep-alive`, which most backends send), and only then is anything allocated.
+        let mut named: Vec<HeaderValue> = Vec::new();
+        if let Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
+            let (_, values) = connection.remove_entry_mult();
+            named.extend(values.filter(names_other_fields));
+        }
         for value in &named {
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -73,9 +95,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    // The standard names are constants; matching them needs no parsing.
+    // The standard names are constants; matching them needs no parsing. `Connection` is gone already.
     let fixed = [
-        (CONNECTION_BIT, Some(header::CONNECTION)),
         (1 << 1, None),
         (1 << 2, None),
         (1 << 3, Some(header::PROXY_AUTHENTICATE)),
@@ -86,7 +107,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         if present & bit != 0 {
             match standard {
                 Some(name) => headers.remove(name),
-                None => headers.remove(HOP_BY_HOP[i]),
+                None => headers.remove(HOP_BY_HOP[i + 1]),
             };
         }
     }
@@ -117,15 +138,13 @@ fn is_fixed_hop_by_hop(token: &[u8]) -> bool {
         .any(|h| token.eq_ignore_ascii_case(h.as_bytes()))
 }
 
-/// Whether `Connection` names any field beyond the fixed list, i.e. whether its tokens need lookups at all.
-fn names_other_fields(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|b| *b == b',')
-            .map(<[u8]>::trim_ascii)
-            .any(|token| !token.is_empty() && !is_fixed_hop_by_hop(token))
-    })
+/// Whether a `Connection` line names any field beyond the fixed list, i.e. whether its tokens need lookups.
+fn names_other_fields(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|token| !token.is_empty() && !is_fixed_hop_by_hop(token))
 }
 
 /// An HTTP/1.1 upgrade request: a non-empty `Upgrade` and a `Connection` carrying the `upgrade` token.
@@ -143,19 +162,22 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Appends the peer IP to `X-Forwarded-For`, merging existing field lines into one `a, b, peer` line.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
     // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`; backends expect the plain IPv4 form.
     let peer = peer.to_canonical();
-    if !headers.contains_key(&name) {
-        headers.insert(name, peer_value(peer));
-        return;
-    }
+    // One lookup (a custom name is hashed byte by byte) whether or not the client sent the field.
+    let mut existing = match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(missing) => {
+            missing.insert(peer_value(peer));
+            return;
+        }
+        Entry::Occupied(existing) => existing,
+    };
     let mut ip = [0u8; 64];
     let ip = format_ip(peer, &mut ip);
-    let existing_len: usize = headers.get_all(&name).iter().map(|v| v.len() + 2).sum();
+    let existing_len: usize = existing.iter().map(|v| v.len() + 2).sum();
     let mut buf = BytesMut::with_capacity(existing_len + ip.len());
-    for existing in headers.get_all(&name) {
-        let v = existing.as_bytes().trim_ascii();
+    for line in existing.iter() {
+        let v = line.as_bytes().trim_ascii();
         if v.is_empty() {
             continue;
         }
@@ -164,7 +186,8 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     }
     buf.extend_from_slice(ip);
     if let Ok(value) = HeaderValue::from_maybe_shared(buf.freeze()) {
-        headers.insert(name, value);
+        // Replaces every existing line with the merged one.
+        existing.insert(value);
     }
 }
 
@@ -288,6 +311,25 @@ mod tests {
     }
 
     #[test]
+    fn requests_to_a_backend_also_lose_expect() {
+        let mut h = map(&[("expect", "100-continue"), ("x-kept", "1")]);
+        strip_request_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "1");
+        let mut h = map(&[
+            ("expect", "100-continue"),
+            ("connection", "x-named"),
+            ("x-named", "1"),
+        ]);
+        strip_request_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        // Responses keep it: only the request direction drops `Expect`.
+        let mut h = map(&[("expect", "100-continue")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["expect"], "100-continue");
+    }
+
+    #[test]
     fn te_trailers_is_kept() {
         let mut h = map(&[("te", "trailers")]);
         strip_hop_by_hop(&mut h, false);
@@ -326,10 +368,24 @@ mod tests {
 
     #[test]
     fn connection_naming_only_fixed_fields_needs_no_lookups() {
-        let h = map(&[("connection", "keep-alive, Keep-Alive")]);
-        assert!(!names_other_fields(&h));
-        let h = map(&[("connection", "keep-alive"), ("connection", "x-private")]);
-        assert!(names_other_fields(&h));
+        assert!(!names_other_fields(&HeaderValue::from_static(
+            "keep-alive, Keep-Alive"
+        )));
+        assert!(!names_other_fields(&HeaderValue::from_static(" keep-alive ,")));
+        // `close` is not in the fixed list: it is looked up (and removed) like any other named field.
+        assert!(names_other_fields(&HeaderValue::from_static("close")));
+        assert!(names_other_fields(&HeaderValue::from_static(
+            "keep-alive, x-private"
+        )));
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-private"),
+            ("x-private", "1"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "1");
         let mut h = map(&[
             ("connection", "keep-alive"),
             ("keep-alive", "timeout=5"),

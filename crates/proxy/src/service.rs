@@ -19,7 +19,7 @@ use tunnelgate_route::{
 
 use crate::access_log::AccessRecord;
 use crate::body::{self, ProxyBody, reason_line, text_response};
-use crate::forward::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
+use crate::forward::{append_forwarded_for, is_upgrade, strip_hop_by_hop, strip_request_hop_by_hop};
 use crate::metrics::{BackendErrorReason, HostMetrics};
 use crate::mirror::{MirrorBody, MirrorCopy, Mirrors};
 use crate::observe::{Finish, ObservedRequest, ObservedResponse, RequestGuard, Tee};
@@ -104,7 +104,6 @@ impl RequestService {
     pub async fn serve(&self, req: Request<ProxyBody>, ctx: RequestContext) -> Response<ProxyBody> {
         let inner = &*self.inner;
         let metrics = inner.state.metrics();
-        let mut guard = RequestGuard::new(&metrics.in_flight, metrics.unmatched().clone());
         let active = inner.state.active();
         let (mut parts, body) = req.into_parts();
 
@@ -132,6 +131,13 @@ impl RequestService {
             query: parts.uri.query(),
             headers: &parts.headers,
         });
+        // Created once the hostname pattern is known, so that the pattern's handles are cloned once (their
+        // reference count is shared by every worker thread).
+        let host_metrics = match &hit {
+            Some(hit) => active.host_metrics(hit.hostname, metrics).clone(),
+            None => metrics.unmatched().clone(),
+        };
+        let guard = RequestGuard::new(&metrics.in_flight, host_metrics);
         let outcome = match hit {
             None => {
                 let grpc = parts
@@ -141,12 +147,10 @@ impl RequestService {
                 Outcome::NoRoute { grpc }
             }
             Some(hit) => {
-                let hm = active.host_metrics(hit.hostname, metrics).clone();
-                guard.host = hm.clone();
                 self.routed(
                     &active,
                     hit,
-                    &hm,
+                    &guard.host,
                     &mut parts,
                     body,
                     &ctx,
@@ -566,8 +570,7 @@ fn build_backend_request(
     };
 
     let mut headers = std::mem::take(&mut parts.headers);
-    strip_hop_by_hop(&mut headers, upgrading);
-    headers.remove(header::EXPECT);
+    strip_request_hop_by_hop(&mut headers, upgrading);
     if original_host_honoured {
         headers.remove(&X_ORIGINAL_HOST);
     }
@@ -576,8 +579,8 @@ fn build_backend_request(
     }
     // Issue 3 asks for X-Forwarded-Proto when the client sent none (routing.md §7.2 says not to add it; the
     // issue is the newer requirement). Through the tunnel the edge has always set it already.
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
+    if let http::header::Entry::Vacant(missing) = headers.entry(X_FORWARDED_PROTO) {
+        missing.insert(HeaderValue::from_static(ctx.scheme));
     }
     if h2 {
         headers.remove(header::HOST);
