@@ -472,9 +472,11 @@ def check_targets(res):
         lines.append("%s %d-rule config serving %.1f ms after PUT start (target <= 50 with 10,000)" % (
             "PASS" if v <= 50 else "MISS", res["apply"]["rules"], v))
     if "memory" in res:
-        v = res["memory"]["rss_large_kib"] / 1024
-        lines.append("%s RSS with %d rules %.1f MiB (target <= 30 with 10,000)" % ("PASS" if v <= 30 else "MISS",
-                                                                                res["apply"]["rules"], v))
+        # The settled reading (after all the applies, once the allocator has handed freed pages back) is what the
+        # process keeps; the reading 0.3 s after the first apply can be lower.
+        v = res["memory"]["rss_settled_kib"] / 1024
+        lines.append("%s RSS with %d rules %.1f MiB, settled after %d applies (target <= 30 with 10,000)" % (
+            "PASS" if v <= 30 else "MISS", res["apply"]["rules"], v, len(res["apply"]["reps"])))
     for k, v in res.get("criterion", {}).get("ratios", {}).items():
         lines.append("%s lookup %s x%.2f (target <= 1.20)" % ("PASS" if v <= 1.2 else "MISS", k, v))
     return lines
