@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -327,7 +328,10 @@ UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 def run_wrk(url, host, duration, threads, connections):
     argv = ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % duration, "--latency", "-H", "Host: " + host,
             url]
+    # wrk is the only child reaped while it runs, so the change in the children's rusage is wrk's CPU time.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit("wrk failed (%d): %s" % (out.returncode, out.stderr))
     text = out.stdout
@@ -340,7 +344,8 @@ def run_wrk(url, host, duration, threads, connections):
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
     return {"rps": float(m.group(1)), "p50": lat.get("50"), "p99": lat.get("99"),
-            "requests": int(total.group(1)) if total else 0, "errors": errors}
+            "requests": int(total.group(1)) if total else 0, "errors": errors,
+            "wrk_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
 
 
 CRIT_RE = re.compile(r"^(\S+)\s*\n?\s*time:\s+\[([\d.]+) (\S+) ([\d.]+) (\S+) ([\d.]+) (\S+)\]", re.M)
@@ -415,8 +420,21 @@ def print_report(res, out):
         w("| %s | %.0f | %s | %s | %.1f (%.1f+%.1f) | %s | %d | %d |\n" % (
             name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"], r["user_us"], r["sys_us"],
             " ".join("%.0f" % x for x in r["rounds_rps"]), r["errors"], r["backend_conns"]))
+    w("\nWhole-machine CPU per request (the load is CPU-bound: wrk, the backend and the proxy share the cores):\n\n"
+      "| target | wrk us/req | backend us/req | proxy us/req | all us/req |\n|---|---:|---:|---:|---:|\n")
+    for name, r in res["throughput"].items():
+        w("| %s | %.1f | %.1f | %.1f | %.1f |\n" % (name, r["wrk_us"], r["backend_us"], r["cpu_us"], r["all_us"]))
     w("\n")
     t = res["throughput"]
+    if "tunnelgate" in t and "haproxy" in t:
+        # At equal use of the cores, req/s scales as 1 / (all CPU per request). What 1.2 x haproxy's req/s would
+        # leave for the proxy once the load generator and the backend take what they took in haproxy's rows (at
+        # the higher rate they batch more, so this is an upper bound).
+        tg, hp = t["tunnelgate"], t["haproxy"]
+        budget = hp["all_us"] / 1.2 - hp["wrk_us"] - hp["backend_us"]
+        w("1.2 x haproxy's req/s at haproxy's CPU per request leaves tunnelgate %.1f us/req of CPU"
+          " (it uses %.1f: %.1f user + %.1f kernel; haproxy %.1f: %.1f + %.1f)\n\n"
+          % (budget, tg["cpu_us"], tg["user_us"], tg["sys_us"], hp["cpu_us"], hp["user_us"], hp["sys_us"]))
     for a, b in (("tunnelgate", "haproxy"), ("tunnelgate", "nginx"), ("tunnelgate", "direct"),
                  ("haproxy", "direct"), ("nginx", "direct"), ("tunnelgate-10k", "tunnelgate"),
                  ("tunnelgate-1w", "haproxy-1t"), ("tunnelgate-1w", "haproxy")):
@@ -632,12 +650,19 @@ def main():
             for name in rot:
                 before = backend_accepts(backend_port)
                 user_before, sys_before = cpu_split(pids[name])
+                backend_before = cpu_seconds(backend.pid)
                 r = run_wrk("http://127.0.0.1:%d/" % targets[name], hosts[name], duration, a.threads, a.connections)
                 user_after, sys_after = cpu_split(pids[name])
+                backend_after = cpu_seconds(backend.pid)
                 n = max(1, r["requests"])
                 r["user_us"] = (user_after - user_before) * 1e6 / n
                 r["sys_us"] = (sys_after - sys_before) * 1e6 / n
                 r["cpu_us"] = r["user_us"] + r["sys_us"]
+                # The whole machine's CPU per request: load generator + backend + proxy (the direct row's "proxy"
+                # is the backend itself, counted once).
+                r["wrk_us"] = r.pop("wrk_cpu_s") * 1e6 / n
+                r["backend_us"] = 0.0 if name == "direct" else (backend_after - backend_before) * 1e6 / n
+                r["all_us"] = r["wrk_us"] + r["backend_us"] + r["cpu_us"]
                 # Minus the harness's own status request.
                 r["backend_conns"] = backend_accepts(backend_port) - before - 1
                 per[name].append(r)
@@ -658,6 +683,9 @@ def main():
                 "cpu_us": statistics.median(x["cpu_us"] for x in rs),
                 "user_us": statistics.median(x["user_us"] for x in rs),
                 "sys_us": statistics.median(x["sys_us"] for x in rs),
+                "wrk_us": statistics.median(x["wrk_us"] for x in rs),
+                "backend_us": statistics.median(x["backend_us"] for x in rs),
+                "all_us": statistics.median(x["all_us"] for x in rs),
                 "errors": sum(x["errors"] for x in rs),
                 "backend_conns": max(x["backend_conns"] for x in rs),
             }
