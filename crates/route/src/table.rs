@@ -44,12 +44,14 @@ pub struct RouteTable {
     /// of each path string that has several (Exact arms first, each type in precedence order). A path string
     /// with one arm (most have one) keeps it in its path index slot.
     arms: Vec<BucketArm>,
-    /// (bucket, path string) → the path's run, for buckets with more than [`FEW_RUNS`] path strings.
-    paths: PathIndex,
+    /// The path indexes of the buckets with more than [`FEW_RUNS`] path strings, one region of lines each.
+    lines: Vec<SlotLine>,
     /// The path runs of the other buckets, each bucket's contiguous.
     few_runs: Vec<PathSlot>,
     /// The path strings of the runs, end to end.
     path_keys: String,
+    /// (start, length) in `path_keys` of the path strings of [`LONG_KEY`] bytes or more.
+    long_keys: Vec<(u32, u32)>,
     /// Keyed per table: index keys come from the config and probes from clients, so neither can aim at a slot.
     hasher: RandomState,
 }
@@ -108,11 +110,14 @@ struct Bucket {
     label: (u32, u32),
     /// The run of RegularExpression arms in `RouteTable::arms`, in precedence order.
     regex: (u32, u32),
-    /// A bucket with at most [`FEW_RUNS`] path strings keeps their slots here, a range of
-    /// `RouteTable::few_runs`, and looks them up by a length-first scan, not by hash; `EMPTY` when the path
-    /// index has them.
-    few: (u32, u32),
+    /// Where the bucket's path runs are. A bucket with at most [`FEW_RUNS`] path strings keeps their slots in
+    /// `RouteTable::few_runs` (start, count) and looks them up by a length-first scan, not by hash. A bigger
+    /// bucket has its own hash index: (first line, [`HASHED`] | line count) in `RouteTable::lines`.
+    paths: (u32, u32),
 }
+
+/// Marks `Bucket::paths` as a hashed region.
+const HASHED: u32 = 1 << 31;
 
 /// Up to this many path strings a bucket scans its runs: cheaper than hashing the path, in two cache lines.
 const FEW_RUNS: usize = 4;
@@ -166,43 +171,42 @@ struct Slot {
 
 const EMPTY: u32 = u32::MAX;
 
-/// The index of path runs by (bucket, path string): like [`HashIndex`], but a slot holds the whole run header
-/// and the run's first arm. A probe reads the slot, then the key bytes (to check them) and, only for a run of
-/// several arms or an arm with more conditions, the arm records: both follow the slot directly, neither waits
-/// for the other.
-#[derive(Debug, Default)]
-struct PathIndex {
-    /// About two thirds full; any length (a probe's first pair is found by multiplying the hash, not masking
-    /// it). A probe goes through both slots of a pair, then the next pair: it starts on a cache line boundary.
-    pairs: Box<[SlotPair]>,
-}
-
-/// Two slots in one cache line.
+/// Four path slots in one cache line: a bucket's hash index is a region of lines, about three quarters full.
+/// A probe starts at a line found by multiplying the path's hash (any line count works) and reads the line's
+/// slots in order, then the next line's (wrapping within the region). Lines fill their slots in order, so a
+/// free slot ends the probe. A bucket's index holds only its own runs, so a slot needs no bucket number and the
+/// path's hash does not depend on the bucket.
 #[derive(Debug, Clone, Copy)]
 #[repr(align(64))]
-struct SlotPair([PathSlot; 2]);
+struct SlotLine([PathSlot; 4]);
 
+/// One path run: its path string and, when the run is a single arm, that arm; 16 bytes, so that the indexes of
+/// a big table stay small enough for the CPU's second-level cache. A probe reads the slot, then the key bytes
+/// (to check them) and, only for a run of several arms or an arm with more conditions, further records.
 #[derive(Debug, Clone, Copy)]
-#[repr(align(32))]
+#[repr(align(16))]
 struct PathSlot {
-    /// 16 more bits of the key's hash.
+    /// 16 bits of the key's hash (other bits than those that choose the line).
     tag: u16,
-    /// The first arm's method code and flags; `LAST` is set when it is the only arm.
+    /// The inline arm's method code and flags; `LAST` is set when the slot holds the run's only arm, [`FREE`]
+    /// marks a free slot.
     method: MethodCode,
     flags: u8,
-    /// The precedence length shared by every PathPrefix arm of the run (0 when it has none).
-    prefix_len: u32,
-    /// [`EMPTY`] for a free slot.
-    bucket: u32,
-    /// The path string (Exact value or normalised prefix): start and length in `RouteTable::path_keys`.
+    /// The path string's byte length, or [`LONG_KEY`]: then `key` is an index into `RouteTable::long_keys`.
+    key_len: u16,
+    /// The inline arm's index in its rule.
+    arm: u16,
+    /// The path string (Exact value or normalised prefix): its start in `RouteTable::path_keys`.
     key: u32,
-    key_len: u32,
-    /// The first arm.
+    /// The inline arm's rule; for any other run, its first arm in `RouteTable::arms`.
     rule: u32,
-    arm: u32,
-    /// The whole run in `RouteTable::arms` when it has several arms.
-    first: u32,
 }
+
+/// A free slot of a hash index.
+const FREE: u8 = 8;
+
+/// `PathSlot::key_len` of path strings this long or longer (none in practice; they are valid).
+const LONG_KEY: u16 = u16::MAX;
 
 /// Lengths below this are kept exactly in a [`LengthSet`].
 const SMALL_LEN: usize = 128;
@@ -256,7 +260,7 @@ impl RouteTable {
             }
         };
         let method = method_code(req.method);
-        if let Some(bucket) = self.exact.get(self.hash(HOST_KEY, host), |b| {
+        if let Some(bucket) = self.exact.get(self.hash(host), |b| {
             self.label(b).is_some_and(|label| bytes_eq(label, host))
         }) && let Some(hit) = self.find_in(bucket, req, method)
         {
@@ -272,7 +276,7 @@ impl RouteTable {
                         .and_then(|label| label.get(1..))
                         .is_some_and(|label| bytes_eq(label, suffix))
                 };
-                if let Some(bucket) = self.wildcard.get(self.hash(HOST_KEY, suffix), is_suffix)
+                if let Some(bucket) = self.wildcard.get(self.hash(suffix), is_suffix)
                     && let Some(hit) = self.find_in(bucket, req, method)
                 {
                     return Some(hit);
@@ -282,10 +286,9 @@ impl RouteTable {
         self.default.and_then(|bucket| self.find_in(bucket, req, method))
     }
 
-    /// The hash of an index key: a bucket number and a path, or [`HOST_KEY`] and a hostname or suffix.
-    fn hash(&self, bucket: u32, key: &[u8]) -> u64 {
+    /// The hash of an index key: a hostname, a wildcard suffix or a path string.
+    fn hash(&self, key: &[u8]) -> u64 {
         let mut hasher = self.hasher.build_hasher();
-        hasher.write_u32(bucket);
         hasher.write(key);
         hasher.finish()
     }
@@ -295,28 +298,54 @@ impl RouteTable {
         self.labels.as_bytes().get(start as usize..end as usize)
     }
 
-    fn key_of(&self, slot: &PathSlot) -> &str {
-        let start = slot.key as usize;
-        self.path_keys
-            .get(start..start + slot.key_len as usize)
-            .unwrap_or_default()
+    /// The path string of a run; `None` for a free slot.
+    fn key_of(&self, slot: &PathSlot) -> Option<&str> {
+        let (start, len) = if slot.key_len == LONG_KEY {
+            *self.long_keys.get(slot.key as usize)?
+        } else {
+            (slot.key, u32::from(slot.key_len))
+        };
+        self.path_keys.get(start as usize..(start + len) as usize)
     }
 
-    /// The run of `path` in bucket number `index`.
-    fn path_run(&self, index: u32, bucket: &Bucket, path: &[u8]) -> Option<&PathSlot> {
-        let len = u32::try_from(path.len()).ok()?;
-        let (start, end) = bucket.few;
-        if start != EMPTY {
+    /// Whether `slot` holds the run of `path`, whose length (as in `PathSlot::key_len`) is `len`.
+    #[inline]
+    fn is_run_of(&self, slot: &PathSlot, len: u16, path: &[u8]) -> bool {
+        slot.key_len == len
+            && self
+                .key_of(slot)
+                .is_some_and(|key| bytes_eq(key.as_bytes(), path))
+    }
+
+    /// The run of `path` in `bucket`.
+    fn path_run(&self, bucket: &Bucket, path: &[u8]) -> Option<&PathSlot> {
+        let len = u16::try_from(path.len()).unwrap_or(LONG_KEY);
+        let (start, count) = bucket.paths;
+        if count & HASHED == 0 {
             return self
                 .few_runs
-                .get(start as usize..end as usize)?
+                .get(start as usize..(start + count) as usize)?
                 .iter()
-                .find(|slot| slot.key_len == len && bytes_eq(self.key_of(slot).as_bytes(), path));
+                .find(|slot| self.is_run_of(slot, len, path));
         }
-        let bucket = index;
-        self.paths.get(self.hash(bucket, path), bucket, len, |slot| {
-            bytes_eq(self.key_of(slot).as_bytes(), path)
-        })
+        let region = self
+            .lines
+            .get(start as usize..(start + (count & !HASHED)) as usize)?;
+        let hash = self.hash(path);
+        let tag = hash as u16;
+        let home = ((u128::from(hash) * region.len() as u128) >> 64) as usize;
+        let (wrapped, from_home) = region.split_at(home);
+        for line in from_home.iter().chain(wrapped) {
+            for slot in &line.0 {
+                if slot.tag == tag && self.is_run_of(slot, len, path) {
+                    return Some(slot);
+                }
+                if slot.flags & FREE != 0 {
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// The first arm (rule, arm) of the run at `slot` of the wanted type (`PREFIX` or 0) whose other conditions
@@ -329,11 +358,11 @@ impl RouteTable {
         method: MethodCode,
     ) -> Option<(u32, u32)> {
         if slot.flags & LAST != 0 {
-            let head = (slot.rule, slot.arm);
+            let head = (slot.rule, u32::from(slot.arm));
             return (slot.flags & PREFIX == want && self.holds(slot.method, slot.flags, head, req, method))
                 .then_some(head);
         }
-        self.run(slot.first)
+        self.run(slot.rule)
             .map(|a| (a, (a.rule, a.arm)))
             .find(|&(a, hit)| a.flags & PREFIX == want && self.holds(a.method, a.flags, hit, req, method))
             .map(|(_, hit)| hit)
@@ -355,7 +384,7 @@ impl RouteTable {
 
     fn find_in<'t>(&'t self, index: u32, req: &RequestHead<'_>, method: MethodCode) -> Option<RouteHit<'t>> {
         let bucket = self.buckets.get(index as usize)?;
-        let ((rule, arm), prefix) = self.find(index, bucket, req, method)?;
+        let ((rule, arm), prefix) = self.find(bucket, req, method)?;
         let rule_index = rule as usize;
         let (start, end) = bucket.label;
         Some(RouteHit {
@@ -363,7 +392,10 @@ impl RouteTable {
             rule_index,
             arm_index: arm as usize,
             hostname: self.labels.get(start as usize..end as usize)?,
-            prefix: prefix.map(|slot| self.key_of(slot)),
+            prefix: match prefix {
+                Some(slot) => Some(self.key_of(slot)?),
+                None => None,
+            },
         })
     }
 
@@ -371,7 +403,6 @@ impl RouteTable {
     /// PathPrefix arm.
     fn find<'t>(
         &'t self,
-        index: u32,
         bucket: &Bucket,
         req: &RequestHead<'_>,
         method: MethodCode,
@@ -379,7 +410,7 @@ impl RouteTable {
         let path = req.path.as_bytes();
         let len = path.len();
         let whole = if bucket.exact_lens.contains(len) || bucket.prefix_lens.contains(len) {
-            self.path_run(index, bucket, path)
+            self.path_run(bucket, path)
         } else {
             None
         };
@@ -402,39 +433,45 @@ impl RouteTable {
             return Some((hit, None));
         }
         // Tier 3: PathPrefix arms. The prefixes that can match are exactly the path itself and the path cut
-        // before each `/`; longer ones have the greater (or equal) precedence length, so walk them longest first
-        // and keep the best rank among runs of equal length (only `""` and `"/"` can tie).
+        // before each `/`, walked longest first. A prefix's precedence length is its character count (at least
+        // 1), so a shorter cut of the same path ranks lower, except that `""` and `"/"` tie: after a hit at a
+        // cut of two bytes or more (a prefix starts with `/`, so that is two characters or more) nothing shorter
+        // can win, and below that the better rank of the two is kept.
         // The best hit so far: its arm and run.
         let mut best: Option<((u32, u32), &'t PathSlot)> = None;
-        let mut probe = |found: Option<&'t PathSlot>| -> bool {
-            let Some(slot) = found else {
-                return true;
+        if bucket.prefix_lens.contains(len) {
+            let more = match whole {
+                Some(slot) => {
+                    if let Some(hit) = self.run_hit(slot, PREFIX, req, method) {
+                        best = Some((hit, slot));
+                    }
+                    best.is_none() || len < 2
+                }
+                None => true,
             };
-            if let Some((_, current)) = best
-                && slot.prefix_len < current.prefix_len
-            {
-                return false;
+            if !more {
+                return best.map(|(hit, slot)| (hit, Some(slot)));
             }
-            if let Some(hit) = self.run_hit(slot, PREFIX, req, method) {
+        }
+        // Looks up the cut of `cut` bytes; false when the walk is over.
+        let mut probe = |cut: usize| -> bool {
+            let candidate = path.get(..cut).unwrap_or_default();
+            if let Some(slot) = self.path_run(bucket, candidate)
+                && let Some(hit) = self.run_hit(slot, PREFIX, req, method)
+            {
                 best = match best {
                     Some(current) if self.precedence(current.0) > self.precedence(hit) => Some(current),
                     _ => Some((hit, slot)),
                 };
             }
-            true
+            best.is_none() || cut < 2
         };
-        if bucket.prefix_lens.contains(len) && !probe(whole) {
-            return best.map(|(hit, slot)| (hit, Some(slot)));
-        }
         // Cuts longer than the longest prefix cannot match; start the backwards scan there.
         let mut end = len.min((bucket.prefix_lens.max as usize).saturating_add(1));
         while end > SMALL_LEN {
             end -= 1;
-            if path.get(end) == Some(&b'/') && bucket.prefix_lens.contains(end) {
-                let candidate = path.get(..end).unwrap_or_default();
-                if !probe(self.path_run(index, bucket, candidate)) {
-                    return best.map(|(hit, slot)| (hit, Some(slot)));
-                }
+            if path.get(end) == Some(&b'/') && bucket.prefix_lens.contains(end) && !probe(end) {
+                return best.map(|(hit, slot)| (hit, Some(slot)));
             }
         }
         // Below 128 bytes the cuts worth a probe are the prefix lengths at which the path has a `/`: gather them
@@ -450,8 +487,7 @@ impl RouteTable {
         while cuts != 0 {
             let cut = 127 - cuts.leading_zeros();
             cuts &= !(1u128 << cut);
-            let candidate = path.get(..cut as usize).unwrap_or_default();
-            if !probe(self.path_run(index, bucket, candidate)) {
+            if !probe(cut as usize) {
                 break;
             }
         }
@@ -529,7 +565,6 @@ impl RouteTable {
             ..RouteTable::default()
         };
         let mut rule_indexes = Vec::new();
-        // The path index's entries; the index is built with its final size once they are all known.
         let mut runs = Vec::new();
         for group in groups {
             let Some(&(pattern, _)) = group.first() else {
@@ -541,16 +576,16 @@ impl RouteTable {
             pattern.write_label(&mut table.labels);
             let label = (start as u32, table.labels.len() as u32);
             let index = table.buckets.len() as u32;
-            let bucket = Bucket::new(index, label, &rules, &rule_indexes, &mut table, &mut runs);
+            let bucket = Bucket::new(label, &rules, &rule_indexes, &mut table, &mut runs);
             table.buckets.push(bucket);
             match pattern {
                 HostPattern::Exact(name) => {
-                    let hash = table.hash(HOST_KEY, name.as_bytes());
+                    let hash = table.hash(name.as_bytes());
                     table.exact.insert(hash, index);
                 }
                 HostPattern::Wildcard(suffix) => {
                     table.wildcard_max_len = table.wildcard_max_len.max(suffix.len());
-                    let hash = table.hash(HOST_KEY, suffix.as_bytes());
+                    let hash = table.hash(suffix.as_bytes());
                     table.wildcard.insert(hash, index);
                 }
             }
@@ -559,24 +594,17 @@ impl RouteTable {
             let end = table.labels.len() as u32;
             let index = table.buckets.len() as u32;
             table.default = Some(index);
-            let bucket = Bucket::new(index, (end, end), &rules, &defaults, &mut table, &mut runs);
+            let bucket = Bucket::new((end, end), &rules, &defaults, &mut table, &mut runs);
             table.buckets.push(bucket);
         }
         table.arms.shrink_to_fit();
         table.few_runs.shrink_to_fit();
+        table.lines.shrink_to_fit();
         table.path_keys.shrink_to_fit();
-        let mut paths = PathIndex::with_capacity(runs.len());
-        for run in runs {
-            paths.insert(table.hash(run.bucket, table.key_of(&run).as_bytes()), run);
-        }
-        table.paths = paths;
         table.rules = rules;
         table
     }
 }
-
-/// The `bucket` half of a hostname's index key (no bucket has this number).
-const HOST_KEY: u32 = u32::MAX;
 
 /// The code of a method: the standard methods by number, [`EXTENSION`] for the others.
 fn method_code(method: &Method) -> MethodCode {
@@ -648,10 +676,9 @@ impl Rule {
 }
 
 impl Bucket {
-    /// Builds bucket number `index` of the arms of `rule_indexes`, appending its arms to `table.arms`, its path
-    /// strings to `table.path_keys` and its path runs to `runs`.
+    /// Builds a bucket of the arms of `rule_indexes`, appending its arms to `table.arms`, its path strings to
+    /// `table.path_keys` and its path runs to `table.few_runs` or `table.lines`; `runs` is scratch space.
     fn new(
-        index: u32,
         label: (u32, u32),
         rules: &[Rule],
         rule_indexes: &[u32],
@@ -675,10 +702,9 @@ impl Bucket {
         let mut by_path: Vec<(&str, bool, u32, BucketArm)> = Vec::with_capacity(keyed.len());
         let mut bucket = Bucket {
             label,
-            few: (EMPTY, EMPTY),
             ..Bucket::default()
         };
-        let runs_start = runs.len();
+        runs.clear();
         let regex_start = table.arms.len() as u32;
         for (key, r, a) in keyed {
             let Some(arm) = rules.get(r as usize).and_then(|rule| rule.arms.get(a as usize)) else {
@@ -715,37 +741,87 @@ impl Bucket {
             let Some(&(path, .., head)) = group.first() else {
                 continue;
             };
-            let key = table.path_keys.len() as u32;
+            let start = table.path_keys.len() as u32;
             table.path_keys.push_str(path);
-            let first = table.arms.len() as u32;
-            let flags = if group.len() == 1 {
-                head.flags | LAST
-            } else {
-                table.arms.extend(group.iter().map(|g| g.3));
-                if let Some(last) = table.arms.last_mut() {
-                    last.flags |= LAST;
+            let (key, key_len) = match u16::try_from(path.len()) {
+                Ok(len) if len < LONG_KEY => (start, len),
+                _ => {
+                    table.long_keys.push((start, path.len() as u32));
+                    (table.long_keys.len() as u32 - 1, LONG_KEY)
                 }
-                head.flags
+            };
+            let inline = u16::try_from(head.arm).ok().filter(|_| group.len() == 1);
+            let (flags, rule, arm) = match inline {
+                Some(arm) => (head.flags | LAST, head.rule, arm),
+                None => {
+                    let first = table.arms.len() as u32;
+                    table.arms.extend(group.iter().map(|g| g.3));
+                    if let Some(last) = table.arms.last_mut() {
+                        last.flags |= LAST;
+                    }
+                    (head.flags, first, 0)
+                }
             };
             runs.push(PathSlot {
                 tag: 0,
                 method: head.method,
                 flags,
-                prefix_len: group.last().filter(|g| g.1).map_or(0, |g| g.2),
-                bucket: index,
+                key_len,
+                arm,
                 key,
-                key_len: path.len() as u32,
-                rule: head.rule,
-                arm: head.arm,
-                first,
+                rule,
             });
         }
-        if runs.len() - runs_start <= FEW_RUNS {
+        bucket.paths = if runs.len() <= FEW_RUNS {
             let start = table.few_runs.len() as u32;
-            table.few_runs.extend(runs.drain(runs_start..));
-            bucket.few = (start, table.few_runs.len() as u32);
-        }
+            let count = runs.len() as u32;
+            table.few_runs.append(runs);
+            (start, count)
+        } else {
+            // About three quarters full.
+            let start = table.lines.len();
+            let count = (runs.len() + runs.len() / 3 + 1).div_ceil(4);
+            table.lines.resize(start + count, SlotLine([PathSlot::FREE; 4]));
+            for run in runs.drain(..) {
+                let hash = table.hash(table.key_of(&run).unwrap_or_default().as_bytes());
+                if let Some(region) = table.lines.get_mut(start..) {
+                    SlotLine::insert(region, hash, run);
+                }
+            }
+            (start as u32, HASHED | count as u32)
+        };
         bucket
+    }
+}
+
+impl PathSlot {
+    const FREE: PathSlot = PathSlot {
+        tag: 0,
+        method: ANY_METHOD,
+        flags: FREE,
+        key_len: LONG_KEY,
+        arm: 0,
+        key: EMPTY,
+        rule: 0,
+    };
+}
+
+impl SlotLine {
+    /// Adds a run to the hash index `region`, which has a free slot. The caller adds each key once.
+    fn insert(region: &mut [SlotLine], hash: u64, run: PathSlot) {
+        let home = ((u128::from(hash) * region.len() as u128) >> 64) as usize;
+        let (wrapped, from_home) = region.split_at_mut(home);
+        let free = from_home
+            .iter_mut()
+            .chain(wrapped)
+            .flat_map(|line| &mut line.0)
+            .find(|slot| slot.flags & FREE != 0);
+        if let Some(free) = free {
+            *free = PathSlot {
+                tag: hash as u16,
+                ..run
+            };
+        }
     }
 }
 
@@ -805,91 +881,6 @@ impl HashIndex {
                 return Some(slot.record);
             }
             i = (i + 1) & mask;
-        }
-        None
-    }
-}
-
-impl PathIndex {
-    /// An empty index with room for `runs` keys.
-    fn with_capacity(runs: usize) -> PathIndex {
-        if runs == 0 {
-            return PathIndex::default();
-        }
-        let free = PathSlot {
-            tag: 0,
-            method: ANY_METHOD,
-            flags: 0,
-            prefix_len: 0,
-            bucket: EMPTY,
-            key: 0,
-            key_len: 0,
-            rule: 0,
-            arm: 0,
-            first: 0,
-        };
-        let slots = runs + runs / 2 + 1;
-        PathIndex {
-            pairs: vec![SlotPair([free; 2]); slots.div_ceil(2)].into_boxed_slice(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.pairs.len() * 2
-    }
-
-    /// The slot where a probe for `hash` starts: the hash's high bits scaled to the number of pairs.
-    fn home(&self, hash: u64) -> usize {
-        (((u128::from(hash) * self.pairs.len() as u128) >> 64) as usize) * 2
-    }
-
-    fn next(&self, i: usize) -> usize {
-        if i + 1 == self.len() { 0 } else { i + 1 }
-    }
-
-    /// Adds a run. The caller adds each key once and no more keys than the capacity.
-    fn insert(&mut self, hash: u64, slot: PathSlot) {
-        let mut i = self.home(hash);
-        for _ in 0..self.len() {
-            if let Some(free) = self.pairs.get_mut(i / 2).and_then(|pair| pair.0.get_mut(i % 2))
-                && free.bucket == EMPTY
-            {
-                *free = PathSlot {
-                    tag: hash as u16,
-                    ..slot
-                };
-                return;
-            }
-            i = self.next(i);
-        }
-    }
-
-    /// The run of `bucket` whose key, of `len` bytes, hashes to `hash` and which `is_key` accepts. Both slots
-    /// of a pair are tested without a branch between them; a pair is filled in slot order, so a free slot ends
-    /// the probe.
-    #[inline]
-    fn get(
-        &self,
-        hash: u64,
-        bucket: u32,
-        len: u32,
-        mut is_key: impl FnMut(&PathSlot) -> bool,
-    ) -> Option<&PathSlot> {
-        let tag = hash as u16;
-        let like = |slot: &PathSlot| (slot.tag == tag) & (slot.bucket == bucket) & (slot.key_len == len);
-        let mut p = self.home(hash) / 2;
-        for _ in 0..self.pairs.len() {
-            let [first, second] = &self.pairs.get(p)?.0;
-            if like(first) && is_key(first) {
-                return Some(first);
-            }
-            if like(second) && is_key(second) {
-                return Some(second);
-            }
-            if (first.bucket == EMPTY) | (second.bucket == EMPTY) {
-                return None;
-            }
-            p = if p + 1 == self.pairs.len() { 0 } else { p + 1 };
         }
         None
     }

@@ -249,8 +249,57 @@ fn reference(
     None
 }
 
+/// `cfg` with one more rule per rule hostname and one for the default bucket, each with more Exact paths than
+/// a bucket scans without a hash index (paths no request of [`request`] has), so every bucket is hashed.
+fn with_hashed_buckets(mut cfg: Config) -> Config {
+    let mut hostnames: BTreeSet<Option<String>> = cfg
+        .rules
+        .iter()
+        .flat_map(|r| r.hostnames.iter().cloned().map(Some))
+        .collect();
+    hostnames.insert(None);
+    for host in hostnames {
+        let matches = (0..=FEW_RUNS)
+            .map(|k| RouteMatch {
+                path: Some(PathMatch {
+                    kind: PathMatchType::Exact,
+                    value: format!("/zz{k}"),
+                }),
+                ..RouteMatch::default()
+            })
+            .collect();
+        cfg.rules.push(RouteRule {
+            hostnames: host.into_iter().collect(),
+            matches,
+            ..RouteRule::default()
+        });
+    }
+    cfg
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hashed_lookup_equals_the_reference_scan(cfg in config(), reqs in prop::collection::vec(request(), 1..16)) {
+        let cfg = with_hashed_buckets(cfg);
+        let table = RouteTable::compile(&cfg).unwrap();
+        prop_assert!(table.buckets.iter().all(|b| b.paths.1 & HASHED != 0));
+        for req in &reqs {
+            let headers = req.header_map();
+            let head = RequestHead {
+                method: &req.method,
+                host: &req.host,
+                path: &req.path,
+                query: req.query.as_deref(),
+                headers: &headers,
+            };
+            let got = table.lookup(&head).map(|hit| {
+                (hit.rule_index, hit.arm_index, hit.hostname.to_owned(), hit.prefix.map(str::to_owned))
+            });
+            prop_assert_eq!(got, reference(&cfg, &table, &head), "request {:?}", req);
+        }
+    }
 
     #[test]
     fn lookup_equals_the_reference_scan(cfg in config(), reqs in prop::collection::vec(request(), 1..16)) {

@@ -164,8 +164,8 @@ fn rule_with_several_hostnames_joins_each_bucket_once() {
     assert_eq!(rule_of(&t, &Req::get("z.b.com", "/x")), Some(0));
     // One arm in `a.com`, one in `*.b.com`: the rule joined `a.com` once (twice would make a run of two arms,
     // which keeps its arms in `t.arms`).
-    let indexed = t.paths.pairs.iter().flat_map(|pair| &pair.0);
-    let runs = indexed.chain(&t.few_runs).filter(|s| s.bucket != EMPTY);
+    let indexed = t.lines.iter().flat_map(|line| &line.0);
+    let runs = indexed.chain(&t.few_runs).filter(|s| s.flags & FREE == 0);
     assert_eq!(runs.count(), 2);
     assert!(t.arms.is_empty());
     assert_eq!(t.rules()[0].hostnames, ["a.com", "a.com", "*.b.com"]);
@@ -766,4 +766,28 @@ fn big_indexes_find_every_hostname_and_path_and_nothing_else() {
     assert_eq!(rule_of(&t, &Req::get("h1000.example.com", "/")), None);
     assert_eq!(rule_of(&t, &Req::get("w1.example.com", "/")), None);
     assert_eq!(rule_of(&t, &Req::get("p30.example.org", "/s1/")), None);
+}
+
+#[test]
+fn path_strings_of_65535_bytes_and_more_are_found_in_scanned_and_hashed_buckets() {
+    let long = format!("/{}", "a".repeat(70_000));
+    let edge = format!("/{}", "b".repeat(usize::from(u16::MAX) - 1));
+    for fillers in [0, FEW_RUNS] {
+        let mut matches = vec![
+            format!(r#"{{"path":{{"type":"PathPrefix","value":"{long}"}}}}"#),
+            format!(r#"{{"path":{{"type":"Exact","value":"{edge}"}}}}"#),
+        ];
+        matches.extend((0..fillers).map(|k| format!(r#"{{"path":{{"type":"Exact","value":"/f{k}"}}}}"#)));
+        let t = table(&format!(
+            r#"{{"rules":[{{"hostnames":["h"],"matches":[{}],"backends":[]}}]}}"#,
+            matches.join(",")
+        ));
+        assert_eq!(t.buckets[0].paths.1 & HASHED != 0, fillers > 0);
+        let hit = t.lookup(&Req::get("h", &format!("{long}/x")).head()).unwrap();
+        assert_eq!((hit.arm_index, hit.prefix), (0, Some(long.as_str())));
+        assert_eq!(route(&t, &Req::get("h", &long[..long.len() - 1])), None);
+        assert_eq!(route(&t, &Req::get("h", &edge)), Some((0, 1)));
+        assert_eq!(route(&t, &Req::get("h", &format!("{edge}b"))), None);
+        assert_eq!(route(&t, &Req::get("h", &edge[..edge.len() - 1])), None);
+    }
 }
