@@ -65,18 +65,38 @@ fn split_decode_equals_the_one_thread_decode() {
 }
 
 #[test]
+fn a_part_sizes_its_array_once_from_its_first_rules() {
+    let text = document(400, "plain").to_string();
+    let open = rules_array_start(text.as_bytes()).unwrap();
+    let part = decode_part(&text, open + 1, &[], true, text.len() - open);
+    assert_eq!(part.rules.len(), 400);
+    // Room for all 400 after the sample of 32, without doubling past the estimate's eighth of slack.
+    assert!(part.rules.capacity() >= 400, "{}", part.rules.capacity());
+    assert!(part.rules.capacity() <= 400 * 5 / 4, "{}", part.rules.capacity());
+}
+
+#[test]
+fn the_size_estimate_is_bounded_by_the_smallest_rule() {
+    // 32 rules in 3,200 bytes: 100 bytes each, so 10,000 bytes hold 100, plus an eighth and 8.
+    assert_eq!(expected_rules(10_000, 3_200, 32), 120);
+    // First rules of 2 bytes would ask for 5,000; a rule is taken to have at least 16 bytes.
+    assert_eq!(expected_rules(10_000, 64, 32), 625);
+    assert_eq!(expected_rules(0, 0, 0), 0);
+}
+
+#[test]
 fn every_cut_is_a_rule_boundary_the_first_part_reaches() {
     let text = document(300, "plain").to_string();
     let open = rules_array_start(text.as_bytes()).unwrap();
     let cuts = guess_cuts(text.as_bytes(), open, 4);
     assert_eq!(cuts.len(), 3);
     // Part 0 decodes from `[` and must land exactly on the first cut.
-    let first = decode_part(&text, open + 1, &cuts, true);
+    let first = decode_part(&text, open + 1, &cuts, true, text.len());
     assert!(matches!(first.stop, Stop::Cut(0)));
     // The parts together hold every rule once, in order.
     let mut rules = first.rules;
     for (i, &cut) in cuts.iter().enumerate() {
-        let part = decode_part(&text, cut + 1, &cuts[i + 1..], false);
+        let part = decode_part(&text, cut + 1, &cuts[i + 1..], false, text.len());
         let last = i + 1 == cuts.len();
         match part.stop {
             Stop::Cut(0) => assert!(!last),
@@ -103,7 +123,10 @@ fn a_wrong_guess_is_skipped_over() {
     for parts in 2..=4 {
         for cut in guess_cuts(text.as_bytes(), open, parts) {
             // A cut is a rule boundary exactly when a decode from `[` lands on it.
-            if !matches!(decode_part(&text, open + 1, &[cut], true).stop, Stop::Cut(0)) {
+            if !matches!(
+                decode_part(&text, open + 1, &[cut], true, text.len()).stop,
+                Stop::Cut(0)
+            ) {
                 wrong += 1;
             }
         }
