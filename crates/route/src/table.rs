@@ -52,6 +52,10 @@ pub struct RouteTable {
     path_keys: String,
     /// (start, length) in `path_keys` of the path strings of [`LONG_KEY`] bytes or more.
     long_keys: Vec<(u32, u32)>,
+    /// The lengths of the path strings of the hashed buckets (Exact values and prefixes; prefixes): a lookup
+    /// hashes the path's candidates of these lengths before it looks up the hostname.
+    hashed_lens: LengthSet,
+    hashed_prefix_lens: LengthSet,
     /// Keyed per table: index keys come from the config and probes from clients, so neither can aim at a slot.
     hasher: RandomState,
 }
@@ -211,6 +215,19 @@ const LONG_KEY: u16 = u16::MAX;
 /// Lengths below this are kept exactly in a [`LengthSet`].
 const SMALL_LEN: usize = 128;
 
+/// The hashes of a path's first candidates for a hashed bucket's probes (the path itself and its cuts before a
+/// `/`, longest first), by length. Computed from the path alone, before the hostname lookup, so that the CPU
+/// hashes the path while it waits for the hostname index and the bucket: the probe then starts as soon as the
+/// bucket's region is known.
+#[derive(Debug, Clone, Copy, Default)]
+struct EarlyHashes {
+    lens: [u32; EARLY],
+    hashes: [u64; EARLY],
+}
+
+/// How many candidates [`EarlyHashes`] holds: the first probe almost always decides.
+const EARLY: usize = 2;
+
 impl RouteTable {
     /// Validates and compiles a document. On error, every bad field is reported, in document order.
     pub fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> {
@@ -260,9 +277,10 @@ impl RouteTable {
             }
         };
         let method = method_code(req.method);
+        let early = &self.early_hashes(req.path.as_bytes());
         if let Some(bucket) = self.exact.get(self.hash(host), |b| {
             self.label(b).is_some_and(|label| bytes_eq(label, host))
-        }) && let Some(hit) = self.find_in(bucket, req, method)
+        }) && let Some(hit) = self.find_in(bucket, req, method, early)
         {
             return Some(hit);
         }
@@ -277,13 +295,46 @@ impl RouteTable {
                         .is_some_and(|label| bytes_eq(label, suffix))
                 };
                 if let Some(bucket) = self.wildcard.get(self.hash(suffix), is_suffix)
-                    && let Some(hit) = self.find_in(bucket, req, method)
+                    && let Some(hit) = self.find_in(bucket, req, method, early)
                 {
                     return Some(hit);
                 }
             }
         }
-        self.default.and_then(|bucket| self.find_in(bucket, req, method))
+        self.default
+            .and_then(|bucket| self.find_in(bucket, req, method, early))
+    }
+
+    /// The hashes of the first [`EARLY`] candidates of `path` whose lengths some hashed bucket has.
+    #[inline]
+    fn early_hashes(&self, path: &[u8]) -> EarlyHashes {
+        let mut early = EarlyHashes {
+            lens: [u32::MAX; EARLY],
+            hashes: [0; EARLY],
+        };
+        let len = path.len();
+        if len >= SMALL_LEN || self.hashed_lens.max == 0 && self.hashed_lens.small == [0; 4] {
+            return early;
+        }
+        let mut n = 0;
+        if self.hashed_lens.contains(len) {
+            early.lens[0] = len as u32;
+            early.hashes[0] = self.hash(path);
+            n = 1;
+        }
+        let mut lens = self.hashed_prefix_lens.small() & ((1u128 << len) - 1);
+        while lens != 0 && n < EARLY {
+            let cut = 127 - lens.leading_zeros();
+            lens &= !(1u128 << cut);
+            if path.get(cut as usize) == Some(&b'/')
+                && let (Some(slot), Some(hash)) = (early.lens.get_mut(n), early.hashes.get_mut(n))
+            {
+                *slot = cut;
+                *hash = self.hash(path.get(..cut as usize).unwrap_or_default());
+                n += 1;
+            }
+        }
+        early
     }
 
     /// The hash of an index key: a hostname, a wildcard suffix or a path string.
@@ -317,8 +368,8 @@ impl RouteTable {
                 .is_some_and(|key| bytes_eq(key.as_bytes(), path))
     }
 
-    /// The run of `path` in `bucket`.
-    fn path_run(&self, bucket: &Bucket, path: &[u8]) -> Option<&PathSlot> {
+    /// The run of `path` (a candidate of the request's path) in `bucket`.
+    fn path_run(&self, bucket: &Bucket, path: &[u8], early: &EarlyHashes) -> Option<&PathSlot> {
         let len = u16::try_from(path.len()).unwrap_or(LONG_KEY);
         let (start, count) = bucket.paths;
         if count & HASHED == 0 {
@@ -331,7 +382,10 @@ impl RouteTable {
         let region = self
             .lines
             .get(start as usize..(start + (count & !HASHED)) as usize)?;
-        let hash = self.hash(path);
+        let hash = match early.lens.iter().position(|&l| l as usize == path.len()) {
+            Some(i) => early.hashes.get(i).copied().unwrap_or_default(),
+            None => self.hash(path),
+        };
         let tag = hash as u16;
         let home = ((u128::from(hash) * region.len() as u128) >> 64) as usize;
         let (wrapped, from_home) = region.split_at(home);
@@ -382,9 +436,15 @@ impl RouteTable {
             })
     }
 
-    fn find_in<'t>(&'t self, index: u32, req: &RequestHead<'_>, method: MethodCode) -> Option<RouteHit<'t>> {
+    fn find_in<'t>(
+        &'t self,
+        index: u32,
+        req: &RequestHead<'_>,
+        method: MethodCode,
+        early: &EarlyHashes,
+    ) -> Option<RouteHit<'t>> {
         let bucket = self.buckets.get(index as usize)?;
-        let ((rule, arm), prefix) = self.find(bucket, req, method)?;
+        let ((rule, arm), prefix) = self.find(bucket, req, method, early)?;
         let rule_index = rule as usize;
         let (start, end) = bucket.label;
         Some(RouteHit {
@@ -406,11 +466,12 @@ impl RouteTable {
         bucket: &Bucket,
         req: &RequestHead<'_>,
         method: MethodCode,
+        early: &EarlyHashes,
     ) -> Option<((u32, u32), Option<&'t PathSlot>)> {
         let path = req.path.as_bytes();
         let len = path.len();
         let whole = if bucket.exact_lens.contains(len) || bucket.prefix_lens.contains(len) {
-            self.path_run(bucket, path)
+            self.path_run(bucket, path, early)
         } else {
             None
         };
@@ -456,7 +517,7 @@ impl RouteTable {
         // Looks up the cut of `cut` bytes; false when the walk is over.
         let mut probe = |cut: usize| -> bool {
             let candidate = path.get(..cut).unwrap_or_default();
-            if let Some(slot) = self.path_run(bucket, candidate)
+            if let Some(slot) = self.path_run(bucket, candidate, early)
                 && let Some(hit) = self.run_hit(slot, PREFIX, req, method)
             {
                 best = match best {
@@ -779,6 +840,9 @@ impl Bucket {
             (start, count)
         } else {
             // About three quarters full.
+            table.hashed_lens.union(&bucket.exact_lens);
+            table.hashed_lens.union(&bucket.prefix_lens);
+            table.hashed_prefix_lens.union(&bucket.prefix_lens);
             let start = table.lines.len();
             let count = (runs.len() + runs.len() / 3 + 1).div_ceil(4);
             table.lines.resize(start + count, SlotLine([PathSlot::FREE; 4]));
@@ -892,6 +956,13 @@ impl LengthSet {
     fn small(&self) -> u128 {
         let [a, b, c, d] = self.small.map(u128::from);
         a | b << 32 | c << 64 | d << 96
+    }
+
+    fn union(&mut self, other: &LengthSet) {
+        for (word, other) in self.small.iter_mut().zip(other.small) {
+            *word |= other;
+        }
+        self.max = self.max.max(other.max);
     }
 
     fn insert(&mut self, len: usize) {
