@@ -321,6 +321,40 @@ def measure_apply(tg, backend_url, rules, reps, first_version, poll_interval_ms)
     return results
 
 
+# The phases the proxy logs for each apply (its `config applied` line), in the order they happen.
+APPLY_PHASES = ("body", "queue", "decode", "compile", "pools", "hosts", "swap")
+
+
+def apply_phases(log_path, rules):
+    """{version: {phase: ms}} from the proxy's JSON `config applied` log lines of `rules`-rule documents: where
+    each apply spent its time inside the process (the figure the driver times also holds the connection, the
+    request head and its own polling)."""
+    found = {}
+    try:
+        with open(log_path, "rb") as f:
+            for line in f:
+                if b"config applied" not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("message") != "config applied" or entry.get("rules") != rules:
+                    continue
+                found[entry.get("version")] = {k: entry[k + "_ms"] for k in APPLY_PHASES + ("total",)
+                                               if isinstance(entry.get(k + "_ms"), (int, float))}
+    except OSError:
+        pass
+    return found
+
+
+def format_phases(phases):
+    if not phases:
+        return ""
+    return "; in the proxy: " + ", ".join("%s %.1f" % (k, phases[k]) for k in APPLY_PHASES + ("total",)
+                                          if k in phases) + " ms"
+
+
 LAT_RE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -447,6 +481,11 @@ def print_report(res, out):
           " PUT response median %.1f ms\n" % (ap["rules"], ap["bytes"] / 1e6, len(ap["reps"]), ap["serving_ms"],
                                               min(x["serving_ms"] for x in ap["reps"]),
                                               max(x["serving_ms"] for x in ap["reps"]), ap["put_response_ms"]))
+        logged = [x["phases"] for x in ap["reps"] if x.get("phases")]
+        if logged:
+            w("  in the proxy (medians of its logged phases): %s ms\n" % ", ".join(
+                "%s %.1f" % (k, statistics.median(p[k] for p in logged if k in p))
+                for k in APPLY_PHASES + ("total",) if any(k in p for p in logged)))
     if "memory" in res:
         m = res["memory"]
         w("tunnelgate RSS: 1 rule %.1f MiB; %d rules %.1f MiB (after %d applies %.1f MiB, %.0f s later %.1f MiB;"
@@ -604,9 +643,12 @@ def main():
             res["memory"] = {"rss_1_kib": rss1, "rss_large_kib": rss_large, "rss_large_after_kib": rss_after,
                              "rss_settled_kib": rss_settled, "hwm_kib": hwm,
                              "anon_large_kib": anon_large, "anon_settled_kib": anon_settled}
+            phases = apply_phases(tgm.log, a.rules)
             for x in reps:
+                x["phases"] = phases.get(x["version"], {})
                 print("apply v%d: serving after %.1f ms, PUT answered after %.1f ms, body sent after %.1f ms "
-                      "(%d polls)" % (x["version"], x["serving_ms"], x["put_response_ms"], x["sent_ms"], x["polls"]),
+                      "(%d polls)%s" % (x["version"], x["serving_ms"], x["put_response_ms"], x["sent_ms"], x["polls"],
+                                        format_phases(x["phases"])),
                       flush=True)
             last_probe_version = 2 + apply_reps - 1
 
