@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use http::{HeaderMap, Method, StatusCode};
+use rustc_hash::FxHashMap;
 
 use crate::arm::{Arm, PathCondition, Precedence};
 use crate::backend::{Backend, Upstream, WeightTable};
@@ -48,7 +49,7 @@ pub struct RouteTable {
     lines: Vec<SlotLine>,
     /// The path runs of the other buckets, each bucket's contiguous.
     few_runs: Vec<PathSlot>,
-    /// The path strings of the runs, end to end.
+    /// The distinct path strings of the runs, end to end.
     path_keys: String,
     /// (start, length) in `path_keys` of the path strings of [`LONG_KEY`] bytes or more.
     long_keys: Vec<(u32, u32)>,
@@ -627,6 +628,9 @@ impl RouteTable {
         };
         let mut rule_indexes = Vec::new();
         let mut runs = Vec::new();
+        // The hashed buckets keep each distinct path string once: many hostnames route the same paths, and a
+        // probe then checks its key in the same few cache lines. (Not worth the map for the scanned buckets.)
+        let mut keys = FxHashMap::default();
         for group in groups {
             let Some(&(pattern, _)) = group.first() else {
                 continue;
@@ -637,7 +641,7 @@ impl RouteTable {
             pattern.write_label(&mut table.labels);
             let label = (start as u32, table.labels.len() as u32);
             let index = table.buckets.len() as u32;
-            let bucket = Bucket::new(label, &rules, &rule_indexes, &mut table, &mut runs);
+            let bucket = Bucket::new(label, &rules, &rule_indexes, &mut table, &mut runs, &mut keys);
             table.buckets.push(bucket);
             match pattern {
                 HostPattern::Exact(name) => {
@@ -655,7 +659,7 @@ impl RouteTable {
             let end = table.labels.len() as u32;
             let index = table.buckets.len() as u32;
             table.default = Some(index);
-            let bucket = Bucket::new((end, end), &rules, &defaults, &mut table, &mut runs);
+            let bucket = Bucket::new((end, end), &rules, &defaults, &mut table, &mut runs, &mut keys);
             table.buckets.push(bucket);
         }
         table.arms.shrink_to_fit();
@@ -739,12 +743,13 @@ impl Rule {
 impl Bucket {
     /// Builds a bucket of the arms of `rule_indexes`, appending its arms to `table.arms`, its path strings to
     /// `table.path_keys` and its path runs to `table.few_runs` or `table.lines`; `runs` is scratch space.
-    fn new(
+    fn new<'r>(
         label: (u32, u32),
-        rules: &[Rule],
+        rules: &'r [Rule],
         rule_indexes: &[u32],
         table: &mut RouteTable,
         runs: &mut Vec<PathSlot>,
+        keys: &mut FxHashMap<&'r str, u32>,
     ) -> Bucket {
         let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
@@ -798,12 +803,21 @@ impl Bucket {
         // Group by path string, Exact arms before PathPrefix arms; the sort is stable, so each run stays in
         // rank order.
         by_path.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        let hashed = by_path.chunk_by(|x, y| x.0 == y.0).nth(FEW_RUNS).is_some();
         for group in by_path.chunk_by(|x, y| x.0 == y.0) {
             let Some(&(path, .., head)) = group.first() else {
                 continue;
             };
-            let start = table.path_keys.len() as u32;
-            table.path_keys.push_str(path);
+            let mut push = || {
+                let start = table.path_keys.len() as u32;
+                table.path_keys.push_str(path);
+                start
+            };
+            let start = if hashed {
+                *keys.entry(path).or_insert_with(push)
+            } else {
+                push()
+            };
             let (key, key_len) = match u16::try_from(path.len()) {
                 Ok(len) if len < LONG_KEY => (start, len),
                 _ => {
@@ -833,7 +847,7 @@ impl Bucket {
                 rule,
             });
         }
-        bucket.paths = if runs.len() <= FEW_RUNS {
+        bucket.paths = if !hashed {
             let start = table.few_runs.len() as u32;
             let count = runs.len() as u32;
             table.few_runs.append(runs);
