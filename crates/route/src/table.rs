@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use http::{HeaderMap, Method, StatusCode};
-use rustc_hash::FxHashMap;
+use http::{HeaderMap, HeaderName, Method, StatusCode};
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::arm::{Arm, PathCondition, Precedence};
+use crate::arm::{Arm, PathCondition, Precedence, ValueCondition};
 use crate::backend::{Backend, Upstream, WeightTable};
 use crate::config;
 use crate::error::CompileError;
@@ -53,6 +53,12 @@ pub struct RouteTable {
     path_keys: String,
     /// (start, length) in `path_keys` of the path strings of [`LONG_KEY`] bytes or more.
     long_keys: Vec<(u32, u32)>,
+    /// The Exact header conditions of the arms in `arms` that have header conditions (and no others that need
+    /// the rule's arm), each arm's contiguous: checking them reads these records, not the rule, its arms and
+    /// their conditions one after the other.
+    headers: Vec<FlatHeader>,
+    /// The values of `headers`, end to end.
+    header_values: Vec<u8>,
     /// The lengths of the path strings of the hashed buckets (Exact values and prefixes; prefixes): a lookup
     /// hashes the path's candidates of these lengths before it looks up the hostname.
     hashed_lens: LengthSet,
@@ -135,8 +141,20 @@ const FEW_RUNS: usize = 4;
 struct BucketArm {
     rule: u32,
     arm: u32,
+    /// The arm's header conditions in `RouteTable::headers` (with `MORE` and without `SLOW`).
+    headers: u32,
+    header_count: u16,
     method: MethodCode,
     flags: u8,
+}
+
+/// An Exact header condition: the field must have a line equal to the value.
+#[derive(Debug)]
+struct FlatHeader {
+    /// One per distinct name in a table, so that the arms naming a header share its bytes.
+    name: HeaderName,
+    /// Start and length in `RouteTable::header_values`.
+    value: (u32, u32),
 }
 
 /// The arm is a PathPrefix arm (the others of a path run are Exact arms).
@@ -145,6 +163,9 @@ const PREFIX: u8 = 1;
 const MORE: u8 = 2;
 /// The arm ends its path run.
 const LAST: u8 = 4;
+/// The arm's conditions are checked on the rule's arm: it has query conditions or a RegularExpression header
+/// value.
+const SLOW: u8 = 16;
 
 /// A method condition as a byte: 0 for none, the standard methods by number, [`EXTENSION`] for any other (then
 /// the rule's arm holds the method).
@@ -413,14 +434,20 @@ impl RouteTable {
         method: MethodCode,
     ) -> Option<(u32, u32)> {
         if slot.flags & LAST != 0 {
-            let head = (slot.rule, u32::from(slot.arm));
-            return (slot.flags & PREFIX == want && self.holds(slot.method, slot.flags, head, req, method))
-                .then_some(head);
+            let head = BucketArm {
+                rule: slot.rule,
+                arm: u32::from(slot.arm),
+                headers: 0,
+                header_count: 0,
+                method: slot.method,
+                flags: slot.flags,
+            };
+            return (slot.flags & PREFIX == want && self.holds(&head, req, method))
+                .then_some((head.rule, head.arm));
         }
         self.run(slot.rule)
-            .map(|a| (a, (a.rule, a.arm)))
-            .find(|&(a, hit)| a.flags & PREFIX == want && self.holds(a.method, a.flags, hit, req, method))
-            .map(|(_, hit)| hit)
+            .find(|a| a.flags & PREFIX == want && self.holds(a, req, method))
+            .map(|a| (a.rule, a.arm))
     }
 
     /// The arms of the path run starting at `first`, Exact arms first.
@@ -556,27 +583,35 @@ impl RouteTable {
         best.map(|(hit, slot)| (hit, Some(slot)))
     }
 
-    /// Method, header and query conditions of the arm `(rule, arm)`, whose method code and flags the caller
-    /// has at hand; the path index selected it.
-    fn holds(
-        &self,
-        code: MethodCode,
-        flags: u8,
-        hit: (u32, u32),
-        req: &RequestHead<'_>,
-        method: MethodCode,
-    ) -> bool {
-        if code != ANY_METHOD
-            && (code != method
+    /// Method, header and query conditions of an Exact or PathPrefix arm; the path index selected it.
+    fn holds(&self, a: &BucketArm, req: &RequestHead<'_>, method: MethodCode) -> bool {
+        let hit = (a.rule, a.arm);
+        if a.method != ANY_METHOD
+            && (a.method != method
                 || (method == EXTENSION
                     && self.arm_at(hit).and_then(|arm| arm.method.as_ref()) != Some(req.method)))
         {
             return false;
         }
-        flags & MORE == 0
-            || self
+        if a.flags & MORE == 0 {
+            return true;
+        }
+        if a.flags & SLOW != 0 {
+            return self
                 .arm_at(hit)
-                .is_some_and(|arm| arm.headers_and_query_match(req))
+                .is_some_and(|arm| arm.headers_and_query_match(req));
+        }
+        let start = a.headers as usize;
+        let headers = self.headers.get(start..start + usize::from(a.header_count));
+        headers.unwrap_or_default().iter().all(|h| {
+            let (start, len) = h.value;
+            let expected = self.header_values.get(start as usize..(start + len) as usize);
+            let expected = expected.unwrap_or_default();
+            req.headers
+                .get_all(&h.name)
+                .iter()
+                .any(|v| v.as_bytes() == expected)
+        })
     }
 
     fn arm_at(&self, (rule, arm): (u32, u32)) -> Option<&Arm> {
@@ -631,6 +666,7 @@ impl RouteTable {
         // The hashed buckets keep each distinct path string once: many hostnames route the same paths, and a
         // probe then checks its key in the same few cache lines. (Not worth the map for the scanned buckets.)
         let mut keys = FxHashMap::default();
+        let mut names = FxHashSet::default();
         for group in groups {
             let Some(&(pattern, _)) = group.first() else {
                 continue;
@@ -641,7 +677,15 @@ impl RouteTable {
             pattern.write_label(&mut table.labels);
             let label = (start as u32, table.labels.len() as u32);
             let index = table.buckets.len() as u32;
-            let bucket = Bucket::new(label, &rules, &rule_indexes, &mut table, &mut runs, &mut keys);
+            let bucket = Bucket::new(
+                label,
+                &rules,
+                &rule_indexes,
+                &mut table,
+                &mut runs,
+                &mut keys,
+                &mut names,
+            );
             table.buckets.push(bucket);
             match pattern {
                 HostPattern::Exact(name) => {
@@ -659,10 +703,20 @@ impl RouteTable {
             let end = table.labels.len() as u32;
             let index = table.buckets.len() as u32;
             table.default = Some(index);
-            let bucket = Bucket::new((end, end), &rules, &defaults, &mut table, &mut runs, &mut keys);
+            let bucket = Bucket::new(
+                (end, end),
+                &rules,
+                &defaults,
+                &mut table,
+                &mut runs,
+                &mut keys,
+                &mut names,
+            );
             table.buckets.push(bucket);
         }
         table.arms.shrink_to_fit();
+        table.headers.shrink_to_fit();
+        table.header_values.shrink_to_fit();
         table.few_runs.shrink_to_fit();
         table.lines.shrink_to_fit();
         table.path_keys.shrink_to_fit();
@@ -750,6 +804,7 @@ impl Bucket {
         table: &mut RouteTable,
         runs: &mut Vec<PathSlot>,
         keys: &mut FxHashMap<&'r str, u32>,
+        names: &mut FxHashSet<HeaderName>,
     ) -> Bucket {
         let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
@@ -779,13 +834,14 @@ impl Bucket {
             let mut entry = BucketArm {
                 rule: r,
                 arm: a,
+                headers: 0,
+                header_count: 0,
                 method: arm.method.as_ref().map_or(ANY_METHOD, method_code),
-                flags: if arm.headers.is_empty() && arm.query.is_empty() {
-                    0
-                } else {
-                    MORE
-                },
+                flags: 0,
             };
+            if !matches!(arm.path, PathCondition::RegularExpression(_)) {
+                table.flatten_conditions(arm, &mut entry, names);
+            }
             match &arm.path {
                 PathCondition::Exact(value) => {
                     bucket.exact_lens.insert(value.len());
@@ -825,7 +881,9 @@ impl Bucket {
                     (table.long_keys.len() as u32 - 1, LONG_KEY)
                 }
             };
-            let inline = u16::try_from(head.arm).ok().filter(|_| group.len() == 1);
+            let inline = u16::try_from(head.arm)
+                .ok()
+                .filter(|_| group.len() == 1 && head.flags & MORE == 0);
             let (flags, rule, arm) = match inline {
                 Some(arm) => (head.flags | LAST, head.rule, arm),
                 None => {
@@ -869,6 +927,46 @@ impl Bucket {
             (start as u32, HASHED | count as u32)
         };
         bucket
+    }
+}
+
+impl RouteTable {
+    /// Sets `MORE` on `entry` when `arm` has header or query conditions, and copies Exact header conditions
+    /// into `headers` (or sets `SLOW` when the rule's arm must be checked).
+    fn flatten_conditions(&mut self, arm: &Arm, entry: &mut BucketArm, names: &mut FxHashSet<HeaderName>) {
+        if arm.headers.is_empty() && arm.query.is_empty() {
+            return;
+        }
+        entry.flags |= MORE;
+        let exact_only = arm
+            .headers
+            .iter()
+            .all(|h| matches!(h.value, ValueCondition::Exact(_)));
+        let count = u16::try_from(arm.headers.len()).ok();
+        let (Some(count), true, true) = (count, exact_only, arm.query.is_empty()) else {
+            entry.flags |= SLOW;
+            return;
+        };
+        entry.headers = self.headers.len() as u32;
+        entry.header_count = count;
+        for h in &arm.headers {
+            let ValueCondition::Exact(value) = &h.value else {
+                continue;
+            };
+            let name = match names.get(&h.name) {
+                Some(name) => name.clone(),
+                None => {
+                    names.insert(h.name.clone());
+                    h.name.clone()
+                }
+            };
+            let start = self.header_values.len() as u32;
+            self.header_values.extend_from_slice(value);
+            self.headers.push(FlatHeader {
+                name,
+                value: (start, value.len() as u32),
+            });
+        }
     }
 }
 
