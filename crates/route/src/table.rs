@@ -1,13 +1,18 @@
 //! The compiled routing table: hostname buckets of precedence-sorted arms, and the allocation-free lookup.
 //!
 //! The layout is made for tables far bigger than the L1 cache, so that a lookup touches about the same few
-//! cache lines whatever the rule count: a hostname probe reads one 8-byte slot of a keyed hash index, then its
-//! bucket (one line: label, path lengths, regex run); each path probe reads one line of the path index (or, for a
-//! bucket of at most four path strings, its own short array of slots, scanned length first), whose slot holds the
-//! run header and its first arm (rule, arm, method code, flags), so a path string with one arm is decided without
-//! another record. Keys are compared in their own storage (bucket labels, `path_keys`), a load
-//! that the next step does not wait for. Only arms with header or query conditions, runs of several arms and
-//! RegularExpression arms read further records.
+//! cache lines whatever the rule count. A hostname probe reads one 8-byte slot of a keyed hash index, then its
+//! bucket (one line: label, path lengths, regex run, where its path runs are). A bucket of at most four path
+//! strings keeps its runs in a short array of slots, scanned length first; a bigger bucket has its own hash index
+//! of 16-byte path slots, four to a cache line, about three quarters full. A slot holds the path string's place
+//! and, for a run of one arm without header or query conditions, that arm (rule, arm, method code, flags), so such
+//! a path string is decided by one line. Because each bucket's index holds only its own runs, the path's hash does
+//! not depend on the bucket: the lookup hashes the path's first candidates before the hostname lookup, and the
+//! CPU does that while it waits for the hostname index and the bucket. Keys are compared in their own storage
+//! (bucket labels, `path_keys`, where the hashed buckets share each distinct path string), a load that the next
+//! step does not wait for. Arms with header conditions, runs of several arms and RegularExpression arms read
+//! 16-byte arm records; Exact header conditions are copied into one table-wide array next to them, and only query
+//! conditions and RegularExpression header values are checked on the rule's own arm.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;

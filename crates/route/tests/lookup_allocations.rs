@@ -14,7 +14,8 @@ const DOC: &str = r#"{"version":1,"rules":[
                           {"type":"RegularExpression","name":"user-agent","value":"^curl/"}],
                "queryParams":[{"type":"Exact","name":"debug","value":"a b"},
                               {"type":"RegularExpression","name":"q","value":"^x+ y$"}]},
-              {"path":{"type":"Exact","value":"/health"}}],
+              {"path":{"type":"Exact","value":"/health"}},
+              {"path":{"type":"PathPrefix","value":"/flat"},"headers":[{"type":"Exact","name":"X-Tenant","value":"blue"}]}],
    "backends":[]},
   {"hostnames":["*.example.com","*.b.example.com"],
    "matches":[{"path":{"type":"RegularExpression","value":"^/f/[0-9a-f]{4,}$"}},{"path":{"type":"PathPrefix","value":"/web"}}],
@@ -47,6 +48,13 @@ fn lookup_makes_no_heap_allocation() {
             method: Method::GET,
             host: "shop.example.com",
             path: "/health",
+            query: None,
+        },
+        // Exact header conditions only: checked from the table-wide condition array.
+        Req {
+            method: Method::PUT,
+            host: "shop.example.com",
+            path: "/flat/x",
             query: None,
         },
         // Falls through the exact bucket to the wildcard buckets, regex arm.
@@ -86,7 +94,7 @@ fn lookup_makes_no_heap_allocation() {
             headers: &headers,
         })
         .collect();
-    let expected: Vec<Option<usize>> = vec![Some(0), Some(0), Some(1), Some(1), Some(2), None];
+    let expected: Vec<Option<usize>> = vec![Some(0), Some(0), Some(0), Some(1), Some(1), Some(2), None];
     // Warm-up: the regex crate creates its per-thread match cache on first use.
     let got: Vec<Option<usize>> = heads
         .iter()
