@@ -378,21 +378,29 @@ impl RouteTable {
 
     /// The path string of a run; `None` for a free slot.
     fn key_of(&self, slot: &PathSlot) -> Option<&str> {
+        self.path_keys.get(self.key_range(slot)?)
+    }
+
+    /// The place of a run's path string in `path_keys`.
+    #[inline]
+    fn key_range(&self, slot: &PathSlot) -> Option<std::ops::Range<usize>> {
         let (start, len) = if slot.key_len == LONG_KEY {
             *self.long_keys.get(slot.key as usize)?
         } else {
             (slot.key, u32::from(slot.key_len))
         };
-        self.path_keys.get(start as usize..(start + len) as usize)
+        Some(start as usize..(start + len) as usize)
     }
 
-    /// Whether `slot` holds the run of `path`, whose length (as in `PathSlot::key_len`) is `len`.
+    /// Whether `slot` holds the run of `path`, whose length (as in `PathSlot::key_len`) is `len`. The key is
+    /// compared as bytes: `path_keys` is only cut at whole path strings, so no character boundary check.
     #[inline]
     fn is_run_of(&self, slot: &PathSlot, len: u16, path: &[u8]) -> bool {
         slot.key_len == len
             && self
-                .key_of(slot)
-                .is_some_and(|key| bytes_eq(key.as_bytes(), path))
+                .key_range(slot)
+                .and_then(|range| self.path_keys.as_bytes().get(range))
+                .is_some_and(|key| bytes_eq(key, path))
     }
 
     /// The run of `path` (a candidate of the request's path) in `bucket`.
@@ -414,10 +422,9 @@ impl RouteTable {
             None => self.hash(path),
         };
         let tag = hash as u16;
-        let home = ((u128::from(hash) * region.len() as u128) >> 64) as usize;
-        let (wrapped, from_home) = region.split_at(home);
-        for line in from_home.iter().chain(wrapped) {
-            for slot in &line.0 {
+        let mut i = ((u128::from(hash) * region.len() as u128) >> 64) as usize;
+        for _ in 0..region.len() {
+            for slot in &region.get(i)?.0 {
                 if slot.tag == tag && self.is_run_of(slot, len, path) {
                     return Some(slot);
                 }
@@ -425,6 +432,7 @@ impl RouteTable {
                     return None;
                 }
             }
+            i = if i + 1 == region.len() { 0 } else { i + 1 };
         }
         None
     }
