@@ -462,8 +462,8 @@ def print_report(res, out):
     t = res["throughput"]
     if "tunnelgate" in t and "haproxy" in t:
         # At equal use of the cores, req/s scales as 1 / (all CPU per request). What 1.2 x haproxy's req/s would
-        # leave for the proxy once the load generator and the backend take what they took in haproxy's rows (at
-        # the higher rate they batch more, so this is an upper bound).
+        # leave for the proxy once the load generator and the backend take what they took in haproxy's row (at a
+        # higher rate they batch more and cost a little less per request, so the real budget is somewhat larger).
         tg, hp = t["tunnelgate"], t["haproxy"]
         budget = hp["all_us"] / 1.2 - hp["wrk_us"] - hp["backend_us"]
         w("1.2 x haproxy's req/s at haproxy's CPU per request leaves tunnelgate %.1f us/req of CPU"
