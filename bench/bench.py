@@ -447,17 +447,19 @@ def print_report(res, out):
                                                                  res.get("load_after", "?")))
     w("wrk -t%d -c%d -d%ds --latency, %d round(s), medians\n\n" % (res["threads"], res["connections"],
                                                                     res["duration"], res["rounds"]))
-    w("| target | req/s | p50 ms | p99 ms | CPU us/req (user+sys) | req/s per round | errors |"
-      " new backend conns/round |\n"
-      "|---|---:|---:|---:|---:|---|---:|---:|\n")
-    for name, r in res["throughput"].items():
-        w("| %s | %.0f | %s | %s | %.1f (%.1f+%.1f) | %s | %d | %d |\n" % (
-            name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"], r["user_us"], r["sys_us"],
-            " ".join("%.0f" % x for x in r["rounds_rps"]), r["errors"], r["backend_conns"]))
-    w("\nWhole-machine CPU per request (the load is CPU-bound: wrk, the backend and the proxy share the cores):\n\n"
-      "| target | wrk us/req | backend us/req | proxy us/req | all us/req |\n|---|---:|---:|---:|---:|\n")
-    for name, r in res["throughput"].items():
-        w("| %s | %.1f | %.1f | %.1f | %.1f |\n" % (name, r["wrk_us"], r["backend_us"], r["cpu_us"], r["all_us"]))
+    if res["throughput"]:
+        w("| target | req/s | p50 ms | p99 ms | CPU us/req (user+sys) | req/s per round | errors |"
+          " new backend conns/round |\n"
+          "|---|---:|---:|---:|---:|---|---:|---:|\n")
+        for name, r in res["throughput"].items():
+            w("| %s | %.0f | %s | %s | %.1f (%.1f+%.1f) | %s | %d | %d |\n" % (
+                name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p99"]), r["cpu_us"], r["user_us"], r["sys_us"],
+                " ".join("%.0f" % x for x in r["rounds_rps"]), r["errors"], r["backend_conns"]))
+        w("\nWhole-machine CPU per request (the load is CPU-bound: wrk, the backend and the proxy share the"
+          " cores):\n\n| target | wrk us/req | backend us/req | proxy us/req | all us/req |\n|---|---:|---:|---:|---:|\n")
+        for name, r in res["throughput"].items():
+            w("| %s | %.1f | %.1f | %.1f | %.1f |\n" % (name, r["wrk_us"], r["backend_us"], r["cpu_us"],
+                                                      r["all_us"]))
     w("\n")
     t = res["throughput"]
     if "tunnelgate" in t and "haproxy" in t:
