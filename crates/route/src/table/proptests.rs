@@ -277,6 +277,34 @@ fn with_hashed_buckets(mut cfg: Config) -> Config {
     cfg
 }
 
+/// Checks `table.lookup` against the reference scan for every request.
+fn lookups_equal_the_reference(
+    cfg: &Config,
+    table: &RouteTable,
+    reqs: &[Request],
+) -> Result<(), TestCaseError> {
+    for req in reqs {
+        let headers = req.header_map();
+        let head = RequestHead {
+            method: &req.method,
+            host: &req.host,
+            path: &req.path,
+            query: req.query.as_deref(),
+            headers: &headers,
+        };
+        let got = table.lookup(&head).map(|hit| {
+            (
+                hit.rule_index,
+                hit.arm_index,
+                hit.hostname.to_owned(),
+                hit.prefix.map(str::to_owned),
+            )
+        });
+        prop_assert_eq!(got, reference(cfg, table, &head), "request {:?}", req);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -285,39 +313,13 @@ proptest! {
         let cfg = with_hashed_buckets(cfg);
         let table = RouteTable::compile(&cfg).unwrap();
         prop_assert!(table.buckets.iter().all(|b| b.paths.1 & HASHED != 0));
-        for req in &reqs {
-            let headers = req.header_map();
-            let head = RequestHead {
-                method: &req.method,
-                host: &req.host,
-                path: &req.path,
-                query: req.query.as_deref(),
-                headers: &headers,
-            };
-            let got = table.lookup(&head).map(|hit| {
-                (hit.rule_index, hit.arm_index, hit.hostname.to_owned(), hit.prefix.map(str::to_owned))
-            });
-            prop_assert_eq!(got, reference(&cfg, &table, &head), "request {:?}", req);
-        }
+        lookups_equal_the_reference(&cfg, &table, &reqs)?;
     }
 
     #[test]
     fn lookup_equals_the_reference_scan(cfg in config(), reqs in prop::collection::vec(request(), 1..16)) {
         let table = RouteTable::compile(&cfg).unwrap();
-        for req in &reqs {
-            let headers = req.header_map();
-            let head = RequestHead {
-                method: &req.method,
-                host: &req.host,
-                path: &req.path,
-                query: req.query.as_deref(),
-                headers: &headers,
-            };
-            let got = table.lookup(&head).map(|hit| {
-            (hit.rule_index, hit.arm_index, hit.hostname.to_owned(), hit.prefix.map(str::to_owned))
-        });
-            prop_assert_eq!(got, reference(&cfg, &table, &head), "request {:?}", req);
-        }
+        lookups_equal_the_reference(&cfg, &table, &reqs)?;
     }
 
     #[test]
