@@ -5,14 +5,16 @@
 //! bucket (one line: label, path lengths, regex run, where its path runs are). A bucket of at most four path
 //! strings keeps its runs in a short array of slots, scanned length first; a bigger bucket has its own hash index
 //! of 16-byte path slots, four to a cache line, about three quarters full. A slot holds the path string's place
-//! and, for a run of one arm without header or query conditions, that arm (rule, arm, method code, flags), so such
-//! a path string is decided by one line. Because each bucket's index holds only its own runs, the path's hash does
-//! not depend on the bucket: the lookup hashes the path's first candidates before the hostname lookup, and the
-//! CPU does that while it waits for the hostname index and the bucket. Keys are compared in their own storage
+//! and, for a run of one arm without query conditions or RegularExpression header values, that arm (rule, arm,
+//! method code, flags, and its run of Exact header conditions), so such a path string is decided by one line.
+//! Because each bucket's index holds only its own runs, the path's hash does not depend on the bucket: the lookup
+//! hashes the path's first candidates before the hostname lookup, and the CPU does that while it waits for the
+//! hostname index and the bucket. Keys are compared in their own storage
 //! (bucket labels, `path_keys`, where the hashed buckets share each distinct path string), a load that the next
-//! step does not wait for. Arms with header conditions, runs of several arms and RegularExpression arms read
-//! 16-byte arm records; Exact header conditions are copied into one table-wide array next to them, and only query
-//! conditions and RegularExpression header values are checked on the rule's own arm.
+//! step does not wait for. Runs of several arms and RegularExpression arms read 16-byte arm records. Exact header
+//! conditions are copied into one table-wide array, one run per distinct list of conditions (arms that need the
+//! same headers, common in big tables, share a run that stays in the cache); only query conditions and
+//! RegularExpression header values are checked on the rule's own arm.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -64,6 +66,8 @@ pub struct RouteTable {
     headers: Vec<FlatHeader>,
     /// The values of `headers`, end to end.
     header_values: Vec<u8>,
+    /// Each distinct run of `headers` (start, count): an inline arm of a path slot names its run here.
+    header_runs: Vec<(u32, u16)>,
     /// The lengths of the path strings of the hashed buckets (Exact values and prefixes; prefixes): a lookup
     /// hashes the path's candidates of these lengths before it looks up the hostname.
     hashed_lens: LengthSet,
@@ -224,9 +228,11 @@ struct PathSlot {
     method: MethodCode,
     flags: u8,
     /// The path string's byte length, or [`LONG_KEY`]: then `key` is an index into `RouteTable::long_keys`.
-    key_len: u16,
+    key_len: u8,
     /// The inline arm's index in its rule.
-    arm: u16,
+    arm: u8,
+    /// With `MORE` set, the inline arm's Exact header conditions: an index into `RouteTable::header_runs`.
+    conditions: u16,
     /// The path string (Exact value or normalised prefix): its start in `RouteTable::path_keys`.
     key: u32,
     /// The inline arm's rule; for any other run, its first arm in `RouteTable::arms`.
@@ -236,8 +242,11 @@ struct PathSlot {
 /// A free slot of a hash index.
 const FREE: u8 = 8;
 
-/// `PathSlot::key_len` of path strings this long or longer (none in practice; they are valid).
-const LONG_KEY: u16 = u16::MAX;
+// Four slots to a cache line.
+const _: () = assert!(std::mem::size_of::<PathSlot>() == 16);
+
+/// `PathSlot::key_len` of path strings this long or longer (rare; they are valid).
+const LONG_KEY: u8 = u8::MAX;
 
 /// Lengths below this are kept exactly in a [`LengthSet`].
 const SMALL_LEN: usize = 128;
@@ -395,7 +404,7 @@ impl RouteTable {
     /// Whether `slot` holds the run of `path`, whose length (as in `PathSlot::key_len`) is `len`. The key is
     /// compared as bytes: `path_keys` is only cut at whole path strings, so no character boundary check.
     #[inline]
-    fn is_run_of(&self, slot: &PathSlot, len: u16, path: &[u8]) -> bool {
+    fn is_run_of(&self, slot: &PathSlot, len: u8, path: &[u8]) -> bool {
         slot.key_len == len
             && self
                 .key_range(slot)
@@ -405,7 +414,7 @@ impl RouteTable {
 
     /// The run of `path` (a candidate of the request's path) in `bucket`.
     fn path_run(&self, bucket: &Bucket, path: &[u8], early: &EarlyHashes) -> Option<&PathSlot> {
-        let len = u16::try_from(path.len()).unwrap_or(LONG_KEY);
+        let len = u8::try_from(path.len()).unwrap_or(LONG_KEY);
         let (start, count) = bucket.paths;
         if count & HASHED == 0 {
             return self
@@ -439,6 +448,7 @@ impl RouteTable {
 
     /// The first arm (rule, arm) of the run at `slot` of the wanted type (`PREFIX` or 0) whose other conditions
     /// hold.
+    #[inline]
     fn run_hit(
         &self,
         slot: &PathSlot,
@@ -447,11 +457,15 @@ impl RouteTable {
         method: MethodCode,
     ) -> Option<(u32, u32)> {
         if slot.flags & LAST != 0 {
+            let (headers, header_count) = match slot.flags & MORE {
+                0 => (0, 0),
+                _ => self.header_runs.get(usize::from(slot.conditions)).copied()?,
+            };
             let head = BucketArm {
                 rule: slot.rule,
                 arm: u32::from(slot.arm),
-                headers: 0,
-                header_count: 0,
+                headers,
+                header_count,
                 method: slot.method,
                 flags: slot.flags,
             };
@@ -679,7 +693,7 @@ impl RouteTable {
         // The hashed buckets keep each distinct path string once: many hostnames route the same paths, and a
         // probe then checks its key in the same few cache lines. (Not worth the map for the scanned buckets.)
         let mut keys = FxHashMap::default();
-        let mut names = FxHashSet::default();
+        let mut flat = FlatConditions::default();
         for group in groups {
             let Some(&(pattern, _)) = group.first() else {
                 continue;
@@ -697,7 +711,7 @@ impl RouteTable {
                 &mut table,
                 &mut runs,
                 &mut keys,
-                &mut names,
+                &mut flat,
             );
             table.buckets.push(bucket);
             match pattern {
@@ -723,13 +737,14 @@ impl RouteTable {
                 &mut table,
                 &mut runs,
                 &mut keys,
-                &mut names,
+                &mut flat,
             );
             table.buckets.push(bucket);
         }
         table.arms.shrink_to_fit();
         table.headers.shrink_to_fit();
         table.header_values.shrink_to_fit();
+        table.header_runs.shrink_to_fit();
         table.few_runs.shrink_to_fit();
         table.lines.shrink_to_fit();
         table.path_keys.shrink_to_fit();
@@ -817,7 +832,7 @@ impl Bucket {
         table: &mut RouteTable,
         runs: &mut Vec<PathSlot>,
         keys: &mut FxHashMap<&'r str, u32>,
-        names: &mut FxHashSet<HeaderName>,
+        flat: &mut FlatConditions<'r>,
     ) -> Bucket {
         let mut keyed: Vec<(Precedence, u32, u32)> = rule_indexes
             .iter()
@@ -833,6 +848,8 @@ impl Bucket {
         keyed.sort_unstable_by_key(|&(key, _, _)| std::cmp::Reverse(key));
 
         // Exact and PathPrefix arms as (path string, is prefix, prefix precedence length, arm), in rank order.
+        // Exact and PathPrefix arms as (path string, is prefix, header run, arm), in rank order; the header run
+        // (in `header_runs`) is `NO_RUN` for an arm without Exact header conditions.
         let mut by_path: Vec<(&str, bool, u32, BucketArm)> = Vec::with_capacity(keyed.len());
         let mut bucket = Bucket {
             label,
@@ -840,7 +857,7 @@ impl Bucket {
         };
         runs.clear();
         let regex_start = table.arms.len() as u32;
-        for (key, r, a) in keyed {
+        for (_, r, a) in keyed {
             let Some(arm) = rules.get(r as usize).and_then(|rule| rule.arms.get(a as usize)) else {
                 continue;
             };
@@ -852,19 +869,20 @@ impl Bucket {
                 method: arm.method.as_ref().map_or(ANY_METHOD, method_code),
                 flags: 0,
             };
-            if !matches!(arm.path, PathCondition::RegularExpression(_)) {
-                table.flatten_conditions(arm, &mut entry, names);
-            }
+            let run = match arm.path {
+                PathCondition::RegularExpression(_) => NO_RUN,
+                _ => table.flatten_conditions(arm, &mut entry, flat),
+            };
             match &arm.path {
                 PathCondition::Exact(value) => {
                     bucket.exact_lens.insert(value.len());
-                    by_path.push((value, false, 0, entry));
+                    by_path.push((value, false, run, entry));
                 }
                 PathCondition::RegularExpression(_) => table.arms.push(entry),
                 PathCondition::Prefix { prefix, .. } => {
                     bucket.prefix_lens.insert(prefix.len());
                     entry.flags |= PREFIX;
-                    by_path.push((prefix, true, key.path_len as u32, entry));
+                    by_path.push((prefix, true, run, entry));
                 }
             }
         }
@@ -874,7 +892,7 @@ impl Bucket {
         by_path.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
         let hashed = by_path.chunk_by(|x, y| x.0 == y.0).nth(FEW_RUNS).is_some();
         for group in by_path.chunk_by(|x, y| x.0 == y.0) {
-            let Some(&(path, .., head)) = group.first() else {
+            let Some(&(path, _, run, head)) = group.first() else {
                 continue;
             };
             let mut push = || {
@@ -887,25 +905,31 @@ impl Bucket {
             } else {
                 push()
             };
-            let (key, key_len) = match u16::try_from(path.len()) {
+            let (key, key_len) = match u8::try_from(path.len()) {
                 Ok(len) if len < LONG_KEY => (start, len),
                 _ => {
                     table.long_keys.push((start, path.len() as u32));
                     (table.long_keys.len() as u32 - 1, LONG_KEY)
                 }
             };
-            let inline = u16::try_from(head.arm)
+            // A single arm is kept in the slot unless its conditions need the rule's arm.
+            let conditions = match head.flags & MORE {
+                0 => Some(0),
+                _ => u16::try_from(run).ok(),
+            };
+            let inline = u8::try_from(head.arm)
                 .ok()
-                .filter(|_| group.len() == 1 && head.flags & MORE == 0);
-            let (flags, rule, arm) = match inline {
-                Some(arm) => (head.flags | LAST, head.rule, arm),
+                .zip(conditions)
+                .filter(|_| group.len() == 1);
+            let (flags, rule, arm, conditions) = match inline {
+                Some((arm, conditions)) => (head.flags | LAST, head.rule, arm, conditions),
                 None => {
                     let first = table.arms.len() as u32;
                     table.arms.extend(group.iter().map(|g| g.3));
                     if let Some(last) = table.arms.last_mut() {
                         last.flags |= LAST;
                     }
-                    (head.flags, first, 0)
+                    (head.flags, first, 0, 0)
                 }
             };
             runs.push(PathSlot {
@@ -914,6 +938,7 @@ impl Bucket {
                 flags,
                 key_len,
                 arm,
+                conditions,
                 key,
                 rule,
             });
@@ -944,11 +969,19 @@ impl Bucket {
 }
 
 impl RouteTable {
-    /// Sets `MORE` on `entry` when `arm` has header or query conditions, and copies Exact header conditions
-    /// into `headers` (or sets `SLOW` when the rule's arm must be checked).
-    fn flatten_conditions(&mut self, arm: &Arm, entry: &mut BucketArm, names: &mut FxHashSet<HeaderName>) {
+    /// Sets `MORE` on `entry` when `arm` has header or query conditions, and points it at its Exact header
+    /// conditions in `headers` (or sets `SLOW` when the rule's arm must be checked). Arms with the same
+    /// conditions share one run of `headers`: in a big table many rules carry the same condition, and a shared
+    /// run stays in the cache.
+    /// Returns the run's number in `header_runs`, or [`NO_RUN`].
+    fn flatten_conditions<'r>(
+        &mut self,
+        arm: &'r Arm,
+        entry: &mut BucketArm,
+        flat: &mut FlatConditions<'r>,
+    ) -> u32 {
         if arm.headers.is_empty() && arm.query.is_empty() {
-            return;
+            return NO_RUN;
         }
         entry.flags |= MORE;
         let exact_only = arm
@@ -958,18 +991,26 @@ impl RouteTable {
         let count = u16::try_from(arm.headers.len()).ok();
         let (Some(count), true, true) = (count, exact_only, arm.query.is_empty()) else {
             entry.flags |= SLOW;
-            return;
+            return NO_RUN;
         };
+        let next = self.header_runs.len() as u32;
+        let run = *flat.runs.entry(ExactHeaders(&arm.headers)).or_insert(next);
+        if let Some(&(start, count)) = self.header_runs.get(run as usize) {
+            entry.headers = start;
+            entry.header_count = count;
+            return run;
+        }
         entry.headers = self.headers.len() as u32;
         entry.header_count = count;
+        self.header_runs.push((entry.headers, count));
         for h in &arm.headers {
             let ValueCondition::Exact(value) = &h.value else {
                 continue;
             };
-            let name = match names.get(&h.name) {
+            let name = match flat.names.get(&h.name) {
                 Some(name) => name.clone(),
                 None => {
-                    names.insert(h.name.clone());
+                    flat.names.insert(h.name.clone());
                     h.name.clone()
                 }
             };
@@ -980,8 +1021,49 @@ impl RouteTable {
                 value: (start, value.len() as u32),
             });
         }
+        run
     }
 }
+
+/// The header conditions already copied into `RouteTable::headers` while a table is assembled.
+#[derive(Default)]
+struct FlatConditions<'r> {
+    /// One per distinct name, so that the arms naming a header share its bytes.
+    names: FxHashSet<HeaderName>,
+    /// Each distinct list of Exact header conditions → its run in `header_runs`.
+    runs: FxHashMap<ExactHeaders<'r>, u32>,
+}
+
+/// An arm's header conditions, all Exact, compared and hashed by name and value in order.
+#[derive(Clone, Copy)]
+struct ExactHeaders<'r>(&'r [crate::arm::HeaderCondition]);
+
+impl PartialEq for ExactHeaders<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(other.0).all(|(a, b)| {
+                a.name == b.name
+                    && matches!((&a.value, &b.value), (ValueCondition::Exact(x), ValueCondition::Exact(y)) if x == y)
+            })
+    }
+}
+
+impl Eq for ExactHeaders<'_> {}
+
+impl std::hash::Hash for ExactHeaders<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.len());
+        for h in self.0 {
+            h.name.hash(state);
+            if let ValueCondition::Exact(value) = &h.value {
+                value.hash(state);
+            }
+        }
+    }
+}
+
+/// No run of Exact header conditions.
+const NO_RUN: u32 = u32::MAX;
 
 impl PathSlot {
     const FREE: PathSlot = PathSlot {
@@ -990,6 +1072,7 @@ impl PathSlot {
         flags: FREE,
         key_len: LONG_KEY,
         arm: 0,
+        conditions: 0,
         key: EMPTY,
         rule: 0,
     };

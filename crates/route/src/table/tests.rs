@@ -769,9 +769,10 @@ fn big_indexes_find_every_hostname_and_path_and_nothing_else() {
 }
 
 #[test]
-fn path_strings_of_65535_bytes_and_more_are_found_in_scanned_and_hashed_buckets() {
+fn path_strings_of_255_bytes_and_more_are_found_in_scanned_and_hashed_buckets() {
     let long = format!("/{}", "a".repeat(70_000));
-    let edge = format!("/{}", "b".repeat(usize::from(u16::MAX) - 1));
+    // As long as `LONG_KEY`: kept in `long_keys`, like every longer one.
+    let edge = format!("/{}", "b".repeat(usize::from(LONG_KEY) - 1));
     for fillers in [0, FEW_RUNS] {
         let mut matches = vec![
             format!(r#"{{"path":{{"type":"PathPrefix","value":"{long}"}}}}"#),
@@ -790,4 +791,48 @@ fn path_strings_of_65535_bytes_and_more_are_found_in_scanned_and_hashed_buckets(
         assert_eq!(route(&t, &Req::get("h", &format!("{edge}b"))), None);
         assert_eq!(route(&t, &Req::get("h", &edge[..edge.len() - 1])), None);
     }
+}
+
+#[test]
+fn arms_with_the_same_exact_header_conditions_share_one_run_and_stay_in_their_path_slots() {
+    // Six path strings make the bucket hashed; rules 0, 2 and 4 need `x-tenant: blue`, rule 1 `x-tenant: red`
+    // and `x-zone: a`, rule 3 the same two conditions in the other order (another list), rule 5 none.
+    let conditions = [
+        r#"[{"type":"Exact","name":"x-tenant","value":"blue"}]"#,
+        r#"[{"type":"Exact","name":"x-tenant","value":"red"},{"type":"Exact","name":"x-zone","value":"a"}]"#,
+        r#"[{"type":"Exact","name":"X-Tenant","value":"blue"}]"#,
+        r#"[{"type":"Exact","name":"x-zone","value":"a"},{"type":"Exact","name":"x-tenant","value":"red"}]"#,
+        r#"[{"type":"Exact","name":"x-tenant","value":"blue"}]"#,
+        "[]",
+    ];
+    let rules: Vec<String> = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, headers)| {
+            format!(
+                r#"{{"hostnames":["h.example.com"],"matches":[{{"path":{{"type":"PathPrefix","value":"/p{i}"}},"headers":{headers}}}],"backends":[]}}"#
+            )
+        })
+        .collect();
+    let t = table(&format!(r#"{{"rules":[{}]}}"#, rules.join(",")));
+    assert!(t.buckets[0].paths.1 & HASHED != 0);
+    assert_eq!(t.header_runs.len(), 3);
+    assert_eq!(t.headers.len(), 5);
+    // Every run is one arm, kept in its slot with its conditions.
+    assert!(t.arms.is_empty());
+    let get = |path: &str| Req::get("h.example.com", path);
+    for i in [0, 2, 4] {
+        let path = format!("/p{i}/x");
+        assert_eq!(rule_of(&t, &get(&path).header("x-tenant", "blue")), Some(i));
+        assert_eq!(rule_of(&t, &get(&path).header("x-tenant", "red")), None);
+        assert_eq!(rule_of(&t, &get(&path)), None);
+    }
+    for i in [1, 3] {
+        let path = format!("/p{i}");
+        let both = get(&path).header("x-tenant", "red").header("x-zone", "a");
+        assert_eq!(rule_of(&t, &both), Some(i));
+        assert_eq!(rule_of(&t, &get(&path).header("x-tenant", "red")), None);
+        assert_eq!(rule_of(&t, &get(&path).header("x-zone", "a")), None);
+    }
+    assert_eq!(rule_of(&t, &get("/p5")), Some(5));
 }
