@@ -4,7 +4,7 @@
 //! The path is kept as a stack of segments that grows and shrinks with the walk and is written out only for an
 //! error, so a valid document formats no path at all.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -30,7 +30,7 @@ pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Longest accepted rule hostname (a DNS name is at most 253 bytes; `*.` adds 2).
 const MAX_HOSTNAME_LEN: usize = 255;
 
-struct Compiler<'c> {
+struct Compiler<'c, 'p> {
     errors: Vec<FieldError>,
     /// JSON path of the value being compiled.
     path: Vec<Seg>,
@@ -40,8 +40,20 @@ struct Compiler<'c> {
     upstream_order: Vec<(Arc<Upstream>, bool)>,
     /// Backend URLs without TLS settings already parsed, by (url, protocol): a big document names the same
     /// service from many rules, and parsing a URL costs more than the rest of a backend.
-    parsed: FxHashMap<(&'c str, UpstreamProtocol), usize>,
+    parsed: FxHashMap<UrlKey<'c>, usize>,
+    /// In a two-thread compile, the upstreams of the backend URLs either thread has parsed (see [`SharedUrls`]).
+    shared: Option<&'p SharedUrls<'c>>,
 }
+
+/// A backend URL without TLS settings and its wire protocol: together they determine the upstream.
+type UrlKey<'c> = (&'c str, UpstreamProtocol);
+
+/// The upstreams of the backend URLs without TLS settings that the two compile threads have parsed (`None`: the
+/// URL does not parse, and the walk reports it). A big document names the same few thousand services from both
+/// halves: through this map each URL is parsed once, and both halves hold the same object for it, so that
+/// joining them ([`Part::absorb`]) needs no pass over the second half's backends to share their upstreams.
+/// A thread looks here only for a URL its own cache (`Compiler::parsed`) lacks, and parses without the lock.
+type SharedUrls<'c> = Mutex<FxHashMap<UrlKey<'c>, Option<Arc<Upstream>>>>;
 
 /// From this many rules on, the two halves of the rules array are compiled on two threads (when the machine has
 /// two cores). The rules compile independently; about two thirds of a 10,000-rule compile is spent on them, the
@@ -52,24 +64,26 @@ pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> 
     let n = cfg.rules.len();
     let (mut first, second) = if n >= PARALLEL_MIN_RULES && two_cores() {
         let mid = n / 2;
+        let shared: SharedUrls<'_> = Mutex::default();
+        let shared = &shared;
         std::thread::scope(|scope| {
             let other = std::thread::Builder::new()
                 .name("route-compile".into())
-                .spawn_scoped(scope, || compile_rules(cfg, mid..n, false));
+                .spawn_scoped(scope, move || compile_rules(cfg, mid..n, false, Some(shared)));
             match other {
                 Ok(handle) => {
-                    let first = compile_rules(cfg, 0..mid, true);
+                    let first = compile_rules(cfg, 0..mid, true, Some(shared));
                     match handle.join() {
                         Ok(second) => (first, Some(second)),
                         // Not expected; the one-thread compile then does the second half again.
-                        Err(_) => (compile_rules(cfg, 0..n, true), None),
+                        Err(_) => (compile_rules(cfg, 0..n, true, None), None),
                     }
                 }
-                Err(_) => (compile_rules(cfg, 0..n, true), None),
+                Err(_) => (compile_rules(cfg, 0..n, true, None), None),
             }
         })
     } else {
-        (compile_rules(cfg, 0..n, true), None)
+        (compile_rules(cfg, 0..n, true, None), None)
     };
     if let Some(second) = second {
         first.absorb(second);
@@ -106,20 +120,33 @@ struct Part {
 }
 
 /// Compiles `cfg.rules[range]` (their error paths carry their index in the whole array); `first` also checks the
-/// document's own fields, so that a one-part compile reports everything in document order.
-fn compile_rules(cfg: &config::Config, range: std::ops::Range<usize>, first: bool) -> Part {
+/// document's own fields, so that a one-part compile reports everything in document order. With `shared` (a
+/// two-thread compile), the first part's arrays have room for the second's rules, which [`Part::absorb`]
+/// appends.
+fn compile_rules<'c>(
+    cfg: &'c config::Config,
+    range: std::ops::Range<usize>,
+    first: bool,
+    shared: Option<&SharedUrls<'c>>,
+) -> Part {
     let mut cx = Compiler {
         errors: Vec::new(),
         path: Vec::with_capacity(16),
         upstreams: FxHashMap::default(),
         upstream_order: Vec::new(),
         parsed: FxHashMap::default(),
+        shared,
     };
     if first && cfg.version < 0 {
         cx.error_at(Seg::Field("version"), "version must be >= 0");
     }
-    let mut rules = Vec::with_capacity(range.len());
-    let mut hosts = Vec::with_capacity(range.len());
+    let room = if first && shared.is_some() {
+        cfg.rules.len()
+    } else {
+        range.len()
+    };
+    let mut rules = Vec::with_capacity(room);
+    let mut hosts = Vec::with_capacity(room);
     for (i, rule) in cfg.rules.iter().enumerate().skip(range.start).take(range.len()) {
         let (compiled, patterns) = cx.within(Seg::Item("rules", i), |cx| cx.rule(rule));
         rules.push(compiled);
@@ -137,37 +164,55 @@ fn compile_rules(cfg: &config::Config, range: std::ops::Range<usize>, first: boo
 impl Part {
     /// Appends `later`, the part that follows this one: its errors after ours, its rules after ours, and its
     /// upstreams merged into ours so that equal upstreams share one `Arc` across the whole table (one object
-    /// in memory, one entry in the upstream list).
+    /// in memory, one entry in the upstream list). The upstreams both parts took from [`SharedUrls`] are the
+    /// same objects already and are matched by address; only the others are compared by value, and the
+    /// backends are visited only when one holds an object that is not kept.
     fn absorb(&mut self, mut later: Part) {
         self.errors.append(&mut later.errors);
-        let mut canonical: Vec<Arc<Upstream>> = Vec::with_capacity(later.upstream_order.len());
+        let mut ours: FxHashMap<*const Upstream, usize> = self
+            .upstream_order
+            .iter()
+            .enumerate()
+            .map(|(index, (upstream, _))| (Arc::as_ptr(upstream), index))
+            .collect();
+        // Objects of `later` equal to one of ours, and the object of ours that replaces them.
+        let mut replaced: FxHashMap<*const Upstream, Arc<Upstream>> = FxHashMap::default();
         for (upstream, dialable) in later.upstream_order {
-            let index = match self.upstreams.get(&upstream) {
+            let address = Arc::as_ptr(&upstream);
+            let index = match ours.get(&address) {
                 Some(&index) => index,
-                None => {
-                    let index = self.upstream_order.len();
-                    self.upstreams.insert(Arc::clone(&upstream), index);
-                    self.upstream_order.push((Arc::clone(&upstream), false));
-                    index
-                }
+                None => match self.upstreams.get(&upstream) {
+                    Some(&index) => {
+                        if let Some((shared, _)) = self.upstream_order.get(index) {
+                            replaced.insert(address, Arc::clone(shared));
+                        }
+                        index
+                    }
+                    None => {
+                        let index = self.upstream_order.len();
+                        ours.insert(address, index);
+                        self.upstreams.insert(Arc::clone(&upstream), index);
+                        self.upstream_order.push((upstream, false));
+                        index
+                    }
+                },
             };
-            if let Some((shared, flag)) = self.upstream_order.get_mut(index) {
+            if let Some((_, flag)) = self.upstream_order.get_mut(index) {
                 *flag |= dialable;
-                canonical.push(Arc::clone(shared));
             }
         }
-        let share = |upstream: &mut Arc<Upstream>| {
-            if let Some(&index) = later.upstreams.get(upstream)
-                && let Some(shared) = canonical.get(index)
-            {
-                *upstream = Arc::clone(shared);
-            }
-        };
-        for rule in &mut later.rules {
-            share_filters(&mut rule.filters, &share);
-            for backend in &mut rule.backends {
-                share(&mut backend.upstream);
-                share_filters(&mut backend.filters, &share);
+        if !replaced.is_empty() {
+            let share = |upstream: &mut Arc<Upstream>| {
+                if let Some(shared) = replaced.get(&Arc::as_ptr(upstream)) {
+                    *upstream = Arc::clone(shared);
+                }
+            };
+            for rule in &mut later.rules {
+                share_filters(&mut rule.filters, &share);
+                for backend in &mut rule.backends {
+                    share(&mut backend.upstream);
+                    share_filters(&mut backend.filters, &share);
+                }
             }
         }
         self.rules.append(&mut later.rules);
@@ -183,7 +228,7 @@ fn share_filters(filters: &mut [Filter], share: &impl Fn(&mut Arc<Upstream>)) {
     }
 }
 
-impl<'c> Compiler<'c> {
+impl<'c> Compiler<'c, '_> {
     /// Records an error at the current path.
     fn error(&mut self, message: impl Into<String>) {
         let mut path = String::with_capacity(64);
@@ -362,7 +407,7 @@ impl<'c> Compiler<'c> {
     }
 
     fn filter(&mut self, filter: &config::RouteFilter) -> Option<Filter> {
-        fn missing<T>(cx: &mut Compiler<'_>, field: &'static str) -> Option<T> {
+        fn missing<T>(cx: &mut Compiler<'_, '_>, field: &'static str) -> Option<T> {
             cx.error_at(Seg::Field(field), format!("missing {field} payload"));
             None
         }
@@ -581,7 +626,7 @@ impl<'c> Compiler<'c> {
 
     fn mirror(&mut self, m: &config::RequestMirror) -> Option<Mirror> {
         let errors_before = self.errors.len();
-        let tls = m.tls.as_ref().map(|tls| Arc::new(tls.clone()));
+        let tls = m.tls.as_ref().map(|tls| Arc::new(config::BackendTls::clone(tls)));
         let upstream = Upstream::parse(&m.backend_url, parse_protocol(&m.protocol), tls);
         if upstream.is_none() {
             self.error_at(Seg::Field("backendUrl"), "invalid mirror backendUrl");
@@ -725,8 +770,14 @@ impl<'c> Compiler<'c> {
         let parsed = match cached {
             Some(index) => Some(index),
             None => {
-                let tls = b.tls.as_ref().map(|tls| Arc::new(tls.clone()));
-                let index = Upstream::parse(&b.url, protocol, tls).map(|u| self.intern_index(u));
+                let upstream = match b.tls.as_ref() {
+                    None => self.parse_url((b.url.as_str(), protocol)),
+                    Some(tls) => {
+                        Upstream::parse(&b.url, protocol, Some(Arc::new(config::BackendTls::clone(tls))))
+                            .map(Arc::new)
+                    }
+                };
+                let index = upstream.map(|u| self.intern_index(u));
                 if let Some(index) = index
                     && b.tls.is_none()
                 {
@@ -797,18 +848,32 @@ impl<'c> Compiler<'c> {
         }
     }
 
+    /// The upstream of a backend URL without TLS settings, parsed here or taken from the other compile thread.
+    fn parse_url(&self, key: UrlKey<'c>) -> Option<Arc<Upstream>> {
+        let parse = || Upstream::parse(key.0, key.1, None).map(Arc::new);
+        let Some(shared) = self.shared else {
+            return parse();
+        };
+        let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = lock().get(&key) {
+            return known.clone();
+        }
+        let parsed = parse();
+        // The other thread may have parsed it meanwhile: its object is kept.
+        lock().entry(key).or_insert(parsed).clone()
+    }
+
     /// One shared `Arc` per distinct upstream; `dialable` marks targets a pool may be opened for.
     fn intern(&mut self, upstream: Upstream, dialable: bool) -> Arc<Upstream> {
-        let index = self.intern_index(upstream);
+        let index = self.intern_index(Arc::new(upstream));
         self.upstream_at(index, dialable)
     }
 
     /// The index in `upstream_order` of `upstream`, added when new (not dialable until `upstream_at` says so).
-    fn intern_index(&mut self, upstream: Upstream) -> usize {
-        if let Some(&index) = self.upstreams.get(&upstream) {
+    fn intern_index(&mut self, shared: Arc<Upstream>) -> usize {
+        if let Some(&index) = self.upstreams.get(&shared) {
             return index;
         }
-        let shared = Arc::new(upstream);
         let index = self.upstream_order.len();
         self.upstreams.insert(Arc::clone(&shared), index);
         self.upstream_order.push((shared, false));

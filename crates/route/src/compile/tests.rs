@@ -638,7 +638,7 @@ fn large_document(rules: usize, bad: &[usize]) -> String {
 
 /// The one-thread compile, for comparison.
 fn compile_on_one_thread(cfg: &config::Config) -> Result<RouteTable, CompileError> {
-    let part = compile_rules(cfg, 0..cfg.rules.len(), true);
+    let part = compile_rules(cfg, 0..cfg.rules.len(), true, None);
     if !part.errors.is_empty() {
         return Err(CompileError { errors: part.errors });
     }
@@ -722,4 +722,24 @@ fn errors_of_a_two_thread_compile_come_in_document_order_with_whole_array_indexe
     let mut want = vec!["version".to_owned()];
     want.extend(bad.iter().map(|i| format!("rules[{i}].matches[0].path.value")));
     assert_eq!(paths, want.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[test]
+fn equal_upstreams_named_by_different_urls_in_the_two_halves_are_one_object() {
+    // The second half spells every service URL differently (upper-case host, explicit default path): each
+    // half parses its own spelling, and joining the halves has to find the equal upstreams by value.
+    let n = PARALLEL_MIN_RULES * 2;
+    let json = large_document(n, &[]);
+    let (head, tail) = json.split_at(json.len() / 2);
+    let tail = tail.replace("http://svc", "http://SVC").replace(":8080\"", ":8080/\"");
+    let cfg = config::Config::from_json_slice(format!("{head}{tail}").as_bytes()).unwrap();
+    let table = compile(&cfg).unwrap();
+    let listed = table.shared_upstreams();
+    assert_eq!(listed.len(), 41);
+    for (i, rule) in table.rules().iter().enumerate() {
+        for backend in &rule.backends {
+            assert!(listed.iter().any(|u| Arc::ptr_eq(u, &backend.upstream)), "rule {i}");
+            assert_eq!(backend.upstream.host, format!("svc{}.ns", i % 40));
+        }
+    }
 }
