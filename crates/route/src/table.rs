@@ -358,16 +358,35 @@ impl RouteTable {
             early.hashes[0] = self.hash(path);
             n = 1;
         }
-        let mut lens = self.hashed_prefix_lens.small() & ((1u128 << len) - 1);
-        while lens != 0 && n < EARLY {
-            let cut = 127 - lens.leading_zeros();
-            lens &= !(1u128 << cut);
+        // The prefix lengths below the path's, longest first; a path shorter than 64 bytes (most are) walks
+        // them in a 64-bit word, in fewer instructions than 128-bit shifts and bit scans take.
+        let mut push = |cut: u32| {
             if path.get(cut as usize) == Some(&b'/')
                 && let (Some(slot), Some(hash)) = (early.lens.get_mut(n), early.hashes.get_mut(n))
             {
                 *slot = cut;
                 *hash = self.hash(path.get(..cut as usize).unwrap_or_default());
                 n += 1;
+            }
+            n < EARLY
+        };
+        if len < 64 {
+            let mut lens = self.hashed_prefix_lens.low() & ((1u64 << len) - 1);
+            while lens != 0 {
+                let cut = 63 - lens.leading_zeros();
+                lens &= !(1u64 << cut);
+                if !push(cut) {
+                    break;
+                }
+            }
+        } else {
+            let mut lens = self.hashed_prefix_lens.small() & ((1u128 << len) - 1);
+            while lens != 0 {
+                let cut = 127 - lens.leading_zeros();
+                lens &= !(1u128 << cut);
+                if !push(cut) {
+                    break;
+                }
             }
         }
         early
@@ -591,7 +610,25 @@ impl RouteTable {
             }
         }
         // Below 128 bytes the cuts worth a probe are the prefix lengths at which the path has a `/`: gather them
-        // as bits first, so the scan has no branch per byte of the path.
+        // as bits first, so the scan has no branch per byte of the path. Below 64 bytes (most paths) in a 64-bit
+        // word: fewer instructions than 128-bit shifts and bit scans.
+        if end < 64 {
+            let mut cuts = 0u64;
+            let mut lens = bucket.prefix_lens.low() & ((1u64 << end) - 1);
+            while lens != 0 {
+                let cut = lens.trailing_zeros();
+                lens &= lens - 1;
+                cuts |= u64::from(path.get(cut as usize) == Some(&b'/')) << cut;
+            }
+            while cuts != 0 {
+                let cut = 63 - cuts.leading_zeros();
+                cuts &= !(1u64 << cut);
+                if !probe(cut as usize) {
+                    break;
+                }
+            }
+            return best.map(|(hit, slot)| (hit, Some(slot)));
+        }
         let mut cuts = 0u128;
         let below_end = 1u128.checked_shl(end as u32).map_or(u128::MAX, |bit| bit - 1);
         let mut lens = bucket.prefix_lens.small() & below_end;
@@ -1164,6 +1201,13 @@ impl LengthSet {
     fn small(&self) -> u128 {
         let [a, b, c, d] = self.small.map(u128::from);
         a | b << 32 | c << 64 | d << 96
+    }
+
+    /// The lengths below 64 as bits.
+    #[inline]
+    fn low(&self) -> u64 {
+        let [a, b, ..] = self.small.map(u64::from);
+        a | b << 32
     }
 
     fn union(&mut self, other: &LengthSet) {

@@ -836,3 +836,34 @@ fn arms_with_the_same_exact_header_conditions_share_one_run_and_stay_in_their_pa
     }
     assert_eq!(rule_of(&t, &get("/p5")), Some(5));
 }
+
+#[test]
+fn prefixes_on_either_side_of_64_bytes_are_found_in_scanned_and_hashed_buckets() {
+    // The cut walk takes 64-bit words below 64 bytes and 128-bit ones above: prefixes of 63, 64 and 65 bytes.
+    let p63 = format!("/{}", "a".repeat(62));
+    let p65 = format!("{p63}/b");
+    let p64 = format!("/{}", "a".repeat(63));
+    for fillers in [0, FEW_RUNS] {
+        let mut matches: Vec<String> = [&p63, &p65, &p64]
+            .iter()
+            .map(|p| format!(r#"{{"path":{{"type":"PathPrefix","value":"{p}"}}}}"#))
+            .collect();
+        matches.extend((0..fillers).map(|k| format!(r#"{{"path":{{"type":"Exact","value":"/f{k}"}}}}"#)));
+        let t = table(&format!(
+            r#"{{"rules":[{{"hostnames":["h"],"matches":[{}],"backends":[]}}]}}"#,
+            matches.join(",")
+        ));
+        assert_eq!(t.buckets[0].paths.1 & HASHED != 0, fillers > 0);
+        let arm = |path: &str| route(&t, &Req::get("h", path)).map(|(_, arm)| arm);
+        assert_eq!(arm(&p63), Some(0));
+        assert_eq!(arm(&format!("{p63}/x")), Some(0));
+        assert_eq!(arm(&format!("{p63}/bx")), Some(0));
+        assert_eq!(arm(&p65), Some(1));
+        assert_eq!(arm(&format!("{p65}/")), Some(1));
+        assert_eq!(arm(&format!("{p65}/x/{}", "y".repeat(70))), Some(1));
+        assert_eq!(arm(&p64), Some(2));
+        assert_eq!(arm(&format!("{p64}/x")), Some(2));
+        assert_eq!(arm(&format!("{p64}a/x")), None);
+        assert_eq!(arm(&p63[..62]), None);
+    }
+}
