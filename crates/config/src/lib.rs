@@ -151,23 +151,26 @@ pub enum FilterType {
 }
 
 /// A filter: `type` plus the payload named after it. Payloads for other types are ignored.
+///
+/// The payloads are boxed (as is every [`BackendTls`]): a filter uses one of them, and inline they made every
+/// filter 624 bytes and every backend 232, most of a large decoded document. The JSON is the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteFilter {
     #[serde(rename = "type")]
     pub kind: FilterType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_header_modifier: Option<HeaderModifier>,
+    pub request_header_modifier: Option<Box<HeaderModifier>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_header_modifier: Option<HeaderModifier>,
+    pub response_header_modifier: Option<Box<HeaderModifier>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_redirect: Option<RequestRedirect>,
+    pub request_redirect: Option<Box<RequestRedirect>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url_rewrite: Option<UrlRewrite>,
+    pub url_rewrite: Option<Box<UrlRewrite>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_mirror: Option<RequestMirror>,
+    pub request_mirror: Option<Box<RequestMirror>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,7 +277,7 @@ pub struct RequestMirror {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<BackendTls>,
+    pub tls: Option<Box<BackendTls>>,
     #[serde(
         default,
         deserialize_with = "null_default",
@@ -333,7 +336,7 @@ pub struct BackendRef {
     )]
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<BackendTls>,
+    pub tls: Option<Box<BackendTls>>,
     #[serde(
         default,
         deserialize_with = "vec_or_null",

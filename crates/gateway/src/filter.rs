@@ -19,11 +19,11 @@ macro_rules! header_filter {
             Some(m) => {
                 let mut filter =
                     ::tunnelgate_config::RouteFilter::new(::tunnelgate_config::FilterType::$kind);
-                filter.$field = Some($crate::route::header_modifier(
+                filter.$field = Some(Box::new($crate::route::header_modifier(
                     m.set.iter().flatten().map(|h| (&h.name, &h.value)),
                     m.add.iter().flatten().map(|h| (&h.name, &h.value)),
                     m.remove.as_ref(),
-                ));
+                )));
                 $crate::route::Filter::Wire(Box::new(filter))
             }
             None => $crate::route::Filter::Unsupported(format!(
@@ -103,7 +103,7 @@ macro_rules! request_redirect_filter {
             Some(r) => {
                 let mut filter =
                     ::tunnelgate_config::RouteFilter::new(::tunnelgate_config::FilterType::RequestRedirect);
-                filter.request_redirect = Some(::tunnelgate_config::RequestRedirect {
+                filter.request_redirect = Some(Box::new(::tunnelgate_config::RequestRedirect {
                     scheme: r
                         .scheme
                         .as_ref()
@@ -129,7 +129,7 @@ macro_rules! request_redirect_filter {
                     }),
                     // Out of range status codes become -1 so that validation rejects the rule.
                     status_code: r.status_code.map(|c| i32::try_from(c).unwrap_or(-1)).unwrap_or(0),
-                });
+                }));
                 $crate::route::Filter::Wire(Box::new(filter))
             }
             None => $crate::route::Filter::Unsupported(
@@ -145,7 +145,7 @@ macro_rules! url_rewrite_filter {
             Some(r) => {
                 let mut filter =
                     ::tunnelgate_config::RouteFilter::new(::tunnelgate_config::FilterType::UrlRewrite);
-                filter.url_rewrite = Some(::tunnelgate_config::UrlRewrite {
+                filter.url_rewrite = Some(Box::new(::tunnelgate_config::UrlRewrite {
                     hostname: r.hostname.clone().unwrap_or_default(),
                     path: r.path.as_ref().map(|p| {
                         if $crate::filter::enum_str(&p.r#type) == "ReplaceFullPath" {
@@ -164,7 +164,7 @@ macro_rules! url_rewrite_filter {
                             }
                         }
                     }),
-                });
+                }));
                 $crate::route::Filter::Wire(Box::new(filter))
             }
             None => $crate::route::Filter::Unsupported(
@@ -179,14 +179,14 @@ macro_rules! cors_filter {
         match $payload {
             Some(c) => {
                 let mut filter = ::tunnelgate_config::RouteFilter::new(::tunnelgate_config::FilterType::Cors);
-                filter.cors = Some(::tunnelgate_config::Cors {
+                filter.cors = Some(Box::new(::tunnelgate_config::Cors {
                     allow_origins: c.allow_origins.clone().unwrap_or_default(),
                     allow_credentials: c.allow_credentials.unwrap_or(false),
                     allow_methods: c.allow_methods.clone().unwrap_or_default(),
                     allow_headers: c.allow_headers.clone().unwrap_or_default(),
                     expose_headers: c.expose_headers.clone().unwrap_or_default(),
                     max_age: c.max_age.unwrap_or(0),
-                });
+                }));
                 $crate::route::Filter::Wire(Box::new(filter))
             }
             None => $crate::route::Filter::Unsupported("CORS filter without its cors payload".to_owned()),

@@ -290,12 +290,12 @@ fn build_rule(
                     && let Some(url) = resolved.urls.first()
                 {
                     let mut f = wire::RouteFilter::new(wire::FilterType::RequestMirror);
-                    f.request_mirror = Some(wire::RequestMirror {
+                    f.request_mirror = Some(Box::new(wire::RequestMirror {
                         backend_url: url.clone(),
                         percent,
                         tls: None,
                         protocol: resolved.protocol.to_owned(),
-                    });
+                    }));
                     filters.push(f);
                 }
                 true
