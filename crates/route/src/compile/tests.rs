@@ -731,14 +731,19 @@ fn equal_upstreams_named_by_different_urls_in_the_two_halves_are_one_object() {
     let n = PARALLEL_MIN_RULES * 2;
     let json = large_document(n, &[]);
     let (head, tail) = json.split_at(json.len() / 2);
-    let tail = tail.replace("http://svc", "http://SVC").replace(":8080\"", ":8080/\"");
+    let tail = tail
+        .replace("http://svc", "http://SVC")
+        .replace(":8080\"", ":8080/\"");
     let cfg = config::Config::from_json_slice(format!("{head}{tail}").as_bytes()).unwrap();
     let table = compile(&cfg).unwrap();
     let listed = table.shared_upstreams();
     assert_eq!(listed.len(), 41);
     for (i, rule) in table.rules().iter().enumerate() {
         for backend in &rule.backends {
-            assert!(listed.iter().any(|u| Arc::ptr_eq(u, &backend.upstream)), "rule {i}");
+            assert!(
+                listed.iter().any(|u| Arc::ptr_eq(u, &backend.upstream)),
+                "rule {i}"
+            );
             assert_eq!(backend.upstream.host, format!("svc{}.ns", i % 40));
         }
     }
