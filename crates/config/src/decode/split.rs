@@ -61,7 +61,7 @@ fn decode_in_parts(text: &str, parts: usize) -> Option<Config> {
         return None;
     }
     let bytes = text.as_bytes();
-    let open = rules_array_start(bytes)?;
+    let open = rules_array_start(text)?;
     let cuts = guess_cuts(bytes, open, parts);
     if cuts.is_empty() {
         return None;
@@ -142,7 +142,8 @@ fn part_count(len: usize) -> usize {
 /// The offset of the `[` of the top-level `"rules"` array. Walks the top-level object's members, skipping the
 /// values of other keys with the JSON parser. `None` when there is no such array (absent, `null`, another type,
 /// or a key spelled with escapes).
-fn rules_array_start(bytes: &[u8]) -> Option<usize> {
+fn rules_array_start(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
     let mut pos = skip_ws(bytes, 0);
     if bytes.get(pos) != Some(&b'{') {
         return None;
@@ -170,7 +171,9 @@ fn rules_array_start(bytes: &[u8]) -> Option<usize> {
         if &bytes[key_start..key_end] == b"rules" {
             return (bytes.get(pos) == Some(&b'[')).then_some(pos);
         }
-        let value = std::str::from_utf8(bytes.get(pos..)?).ok()?;
+        // A slice of the text, not `from_utf8` of the bytes: that would check the whole rest of the document
+        // again (the rules array of a large document comes after `version`).
+        let value = text.get(pos..)?;
         let mut stream = serde_json::Deserializer::from_str(value).into_iter::<serde::de::IgnoredAny>();
         stream.next()?.ok()?;
         pos = skip_ws(bytes, pos + stream.byte_offset());

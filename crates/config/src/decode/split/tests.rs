@@ -67,7 +67,7 @@ fn split_decode_equals_the_one_thread_decode() {
 #[test]
 fn a_part_sizes_its_array_once_from_its_first_rules() {
     let text = document(400, "plain").to_string();
-    let open = rules_array_start(text.as_bytes()).unwrap();
+    let open = rules_array_start(&text).unwrap();
     let part = decode_part(&text, open + 1, &[], true, text.len() - open);
     assert_eq!(part.rules.len(), 400);
     // Room for all 400 after the sample of 32, without doubling past the estimate's eighth of slack.
@@ -87,7 +87,7 @@ fn the_size_estimate_is_bounded_by_the_smallest_rule() {
 #[test]
 fn every_cut_is_a_rule_boundary_the_first_part_reaches() {
     let text = document(300, "plain").to_string();
-    let open = rules_array_start(text.as_bytes()).unwrap();
+    let open = rules_array_start(&text).unwrap();
     let cuts = guess_cuts(text.as_bytes(), open, 4);
     assert_eq!(cuts.len(), 3);
     // Part 0 decodes from `[` and must land exactly on the first cut.
@@ -118,7 +118,7 @@ fn a_wrong_guess_is_skipped_over() {
         rule["zz"] = json!([{"a": 1}, {"hostnames": ["evil.example.com"]}, {"backends": []}]);
     }
     let text = doc.to_string();
-    let open = rules_array_start(text.as_bytes()).unwrap();
+    let open = rules_array_start(&text).unwrap();
     let mut wrong = 0;
     for parts in 2..=4 {
         for cut in guess_cuts(text.as_bytes(), open, parts) {
