@@ -9,12 +9,14 @@
 //! method code, flags, and its run of Exact header conditions), so such a path string is decided by one line.
 //! Because each bucket's index holds only its own runs, the path's hash does not depend on the bucket: the lookup
 //! hashes the path's first candidates before the hostname lookup, and the CPU does that while it waits for the
-//! hostname index and the bucket. Keys are compared in their own storage
-//! (bucket labels, `path_keys`, where the hashed buckets share each distinct path string), a load that the next
-//! step does not wait for. Runs of several arms and RegularExpression arms read 16-byte arm records. Exact header
-//! conditions are copied into one table-wide array, one run per distinct list of conditions (arms that need the
-//! same headers, common in big tables, share a run that stays in the cache); only query conditions and
-//! RegularExpression header values are checked on the rule's own arm.
+//! hostname index and the bucket. As soon as the bucket is known, the lookup loads the index line of the first
+//! candidate (a plain load whose value is not used), before the checks that precede the first probe: in a big
+//! table that line is the one likely cache miss, and the wait for it then overlaps those checks. Keys are
+//! compared in their own storage (bucket labels, `path_keys`, where the hashed buckets share each distinct path
+//! string), a load that the next step does not wait for. Runs of several arms and RegularExpression arms read
+//! 16-byte arm records. Exact header conditions are copied into one table-wide array, one run per distinct list
+//! of conditions (arms that need the same headers, common in big tables, share a run that stays in the cache);
+//! only query conditions and RegularExpression header values are checked on the rule's own arm.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -518,6 +520,7 @@ impl RouteTable {
         early: &EarlyHashes,
     ) -> Option<RouteHit<'t>> {
         let bucket = self.buckets.get(index as usize)?;
+        self.prefetch_first_line(bucket, early);
         let ((rule, arm), prefix) = self.find(bucket, req, method, early)?;
         let rule_index = rule as usize;
         let (start, end) = bucket.label;
@@ -531,6 +534,22 @@ impl RouteTable {
                 None => None,
             },
         })
+    }
+
+    /// Loads the path index line of the path's first early candidate in a hashed bucket, and nothing else: in a
+    /// big table that line is the lookup's one likely cache miss, and loading it here, before the checks that
+    /// come first in `find`, lets the CPU wait for it while it works through them. A probe made here instead
+    /// was slower: its branches on the line's slots, when mispredicted, discard the work after them. Safe Rust
+    /// has no prefetch; `black_box` keeps the plain load.
+    #[inline]
+    fn prefetch_first_line(&self, bucket: &Bucket, early: &EarlyHashes) {
+        let (start, count) = bucket.paths;
+        if count & HASHED == 0 || early.lens[0] == u32::MAX {
+            return;
+        }
+        let line =
+            start as usize + ((u128::from(early.hashes[0]) * u128::from(count & !HASHED)) >> 64) as usize;
+        std::hint::black_box(self.lines.get(line).map(|line| line.0[0].tag));
     }
 
     /// The first arm of the bucket in precedence order whose conditions all hold, and its run when it is a
