@@ -4,6 +4,7 @@
 //! The path is kept as a stack of segments that grows and shrinks with the walk and is written out only for an
 //! error, so a valid document formats no path at all.
 
+use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Method, StatusCode};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -52,8 +53,13 @@ type UrlKey<'c> = (&'c str, UpstreamProtocol);
 /// URL does not parse, and the walk reports it). A big document names the same few thousand services from both
 /// halves: through this map each URL is parsed once, and both halves hold the same object for it, so that
 /// joining them ([`Part::absorb`]) needs no pass over the second half's backends to share their upstreams.
-/// A thread looks here only for a URL its own cache (`Compiler::parsed`) lacks, and parses without the lock.
-type SharedUrls<'c> = Mutex<FxHashMap<UrlKey<'c>, Option<Arc<Upstream>>>>;
+/// A thread looks here only for a URL its own cache (`Compiler::parsed`) lacks, and parses without a lock.
+/// The map is cut into [`URL_SHARDS`] shards by the key's hash, each behind its own lock: both threads meet new
+/// URLs at the same pace from the start of their halves, and with one lock one in six to one in ten of the
+/// ~4,500 lookups of a 10,000-rule document found it taken (each a wait and a wake-up).
+type SharedUrls<'c> = [Mutex<FxHashMap<UrlKey<'c>, Option<Arc<Upstream>>>>; URL_SHARDS];
+
+const URL_SHARDS: usize = 16;
 
 /// From this many rules on, the two halves of the rules array are compiled on two threads (when the machine has
 /// two cores). The rules compile independently; about two thirds of a 10,000-rule compile is spent on them, the
@@ -64,7 +70,7 @@ pub(crate) fn compile(cfg: &config::Config) -> Result<RouteTable, CompileError> 
     let n = cfg.rules.len();
     let (mut first, second) = if n >= PARALLEL_MIN_RULES && two_cores() {
         let mid = n / 2;
-        let shared: SharedUrls<'_> = Mutex::default();
+        let shared: SharedUrls<'_> = Default::default();
         let shared = &shared;
         std::thread::scope(|scope| {
             let other = std::thread::Builder::new()
@@ -852,6 +858,10 @@ impl<'c> Compiler<'c, '_> {
     fn parse_url(&self, key: UrlKey<'c>) -> Option<Arc<Upstream>> {
         let parse = || Upstream::parse(key.0, key.1, None).map(Arc::new);
         let Some(shared) = self.shared else {
+            return parse();
+        };
+        let shard = (FxBuildHasher.hash_one(key) >> 32) as usize % URL_SHARDS;
+        let Some(shared) = shared.get(shard) else {
             return parse();
         };
         let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
