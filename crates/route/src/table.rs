@@ -360,9 +360,8 @@ impl RouteTable {
             early.hashes[0] = self.hash(path);
             n = 1;
         }
-        // The prefix lengths below the path's, longest first; a path shorter than 64 bytes (most are) walks
-        // them in a 64-bit word, in fewer instructions than 128-bit shifts and bit scans take.
-        let mut push = |cut: u32| {
+        // The prefix lengths below the path's, longest first (see `LengthBits` for the two word widths).
+        let push = |cut: u32| {
             if path.get(cut as usize) == Some(&b'/')
                 && let (Some(slot), Some(hash)) = (early.lens.get_mut(n), early.hashes.get_mut(n))
             {
@@ -373,23 +372,9 @@ impl RouteTable {
             n < EARLY
         };
         if len < 64 {
-            let mut lens = self.hashed_prefix_lens.low() & ((1u64 << len) - 1);
-            while lens != 0 {
-                let cut = 63 - lens.leading_zeros();
-                lens &= !(1u64 << cut);
-                if !push(cut) {
-                    break;
-                }
-            }
+            longest_first(u64::below(&self.hashed_prefix_lens, len), push);
         } else {
-            let mut lens = self.hashed_prefix_lens.small() & ((1u128 << len) - 1);
-            while lens != 0 {
-                let cut = 127 - lens.leading_zeros();
-                lens &= !(1u128 << cut);
-                if !push(cut) {
-                    break;
-                }
-            }
+            longest_first(u128::below(&self.hashed_prefix_lens, len), push);
         }
         early
     }
@@ -628,40 +613,12 @@ impl RouteTable {
                 return best.map(|(hit, slot)| (hit, Some(slot)));
             }
         }
-        // Below 128 bytes the cuts worth a probe are the prefix lengths at which the path has a `/`: gather them
-        // as bits first, so the scan has no branch per byte of the path. Below 64 bytes (most paths) in a 64-bit
-        // word: fewer instructions than 128-bit shifts and bit scans.
+        // Below 128 bytes the cuts worth a probe are the prefix lengths at which the path has a `/`.
+        let probe = |cut: u32| probe(cut as usize);
         if end < 64 {
-            let mut cuts = 0u64;
-            let mut lens = bucket.prefix_lens.low() & ((1u64 << end) - 1);
-            while lens != 0 {
-                let cut = lens.trailing_zeros();
-                lens &= lens - 1;
-                cuts |= u64::from(path.get(cut as usize) == Some(&b'/')) << cut;
-            }
-            while cuts != 0 {
-                let cut = 63 - cuts.leading_zeros();
-                cuts &= !(1u64 << cut);
-                if !probe(cut as usize) {
-                    break;
-                }
-            }
-            return best.map(|(hit, slot)| (hit, Some(slot)));
-        }
-        let mut cuts = 0u128;
-        let below_end = 1u128.checked_shl(end as u32).map_or(u128::MAX, |bit| bit - 1);
-        let mut lens = bucket.prefix_lens.small() & below_end;
-        while lens != 0 {
-            let cut = lens.trailing_zeros();
-            lens &= lens - 1;
-            cuts |= u128::from(path.get(cut as usize) == Some(&b'/')) << cut;
-        }
-        while cuts != 0 {
-            let cut = 127 - cuts.leading_zeros();
-            cuts &= !(1u128 << cut);
-            if !probe(cut as usize) {
-                break;
-            }
+            longest_first(slash_cuts(u64::below(&bucket.prefix_lens, end), path), probe);
+        } else {
+            longest_first(slash_cuts(u128::below(&bucket.prefix_lens, end), path), probe);
         }
         best.map(|(hit, slot)| (hit, Some(slot)))
     }
@@ -1214,21 +1171,88 @@ impl HashIndex {
     }
 }
 
+/// The lengths of a [`LengthSet`] below 64 or below [`SMALL_LEN`] as the bits of one word. The prefix walks
+/// take the 64-bit word for paths shorter than 64 bytes (most are): fewer instructions than 128-bit shifts and
+/// bit scans.
+trait LengthBits: Copy {
+    const NONE: Self;
+    /// The members of `set` below `end`, which is at most the word's width.
+    fn below(set: &LengthSet, end: usize) -> Self;
+    /// Removes and returns the largest member.
+    fn pop_largest(&mut self) -> Option<u32>;
+    /// Removes and returns the smallest member.
+    fn pop_smallest(&mut self) -> Option<u32>;
+    /// Adds `len` when `yes`, without a branch.
+    fn add_if(&mut self, len: u32, yes: bool);
+}
+
+macro_rules! length_bits {
+    ($word:ty, $words:literal) => {
+        impl LengthBits for $word {
+            const NONE: Self = 0;
+
+            #[inline]
+            fn below(set: &LengthSet, end: usize) -> Self {
+                let mut bits: $word = 0;
+                for (i, word) in set.small.iter().take($words).enumerate() {
+                    bits |= <$word>::from(*word) << (32 * i);
+                }
+                let mask = (1 as $word)
+                    .checked_shl(end as u32)
+                    .map_or(<$word>::MAX, |bit| bit - 1);
+                bits & mask
+            }
+
+            #[inline]
+            fn pop_largest(&mut self) -> Option<u32> {
+                let len = (<$word>::BITS - 1).checked_sub(self.leading_zeros())?;
+                *self &= !(1 << len);
+                Some(len)
+            }
+
+            #[inline]
+            fn pop_smallest(&mut self) -> Option<u32> {
+                if *self == 0 {
+                    return None;
+                }
+                let len = self.trailing_zeros();
+                *self &= *self - 1;
+                Some(len)
+            }
+
+            #[inline]
+            fn add_if(&mut self, len: u32, yes: bool) {
+                *self |= <$word>::from(yes) << len;
+            }
+        }
+    };
+}
+
+length_bits!(u64, 2);
+length_bits!(u128, 4);
+
+/// Calls `f` with the members of `lens`, largest first, until it returns false.
+#[inline]
+fn longest_first<W: LengthBits>(mut lens: W, mut f: impl FnMut(u32) -> bool) {
+    while let Some(len) = lens.pop_largest() {
+        if !f(len) {
+            break;
+        }
+    }
+}
+
+/// The members of `lens` at which `path` has a `/`: the cuts of the path that can be prefixes. Gathered as bits
+/// first, so that the walk has no branch per candidate length.
+#[inline]
+fn slash_cuts<W: LengthBits>(mut lens: W, path: &[u8]) -> W {
+    let mut cuts = W::NONE;
+    while let Some(len) = lens.pop_smallest() {
+        cuts.add_if(len, path.get(len as usize) == Some(&b'/'));
+    }
+    cuts
+}
+
 impl LengthSet {
-    /// The lengths below [`SMALL_LEN`] as bits.
-    #[inline]
-    fn small(&self) -> u128 {
-        let [a, b, c, d] = self.small.map(u128::from);
-        a | b << 32 | c << 64 | d << 96
-    }
-
-    /// The lengths below 64 as bits.
-    #[inline]
-    fn low(&self) -> u64 {
-        let [a, b, ..] = self.small.map(u64::from);
-        a | b << 32
-    }
-
     fn union(&mut self, other: &LengthSet) {
         for (word, other) in self.small.iter_mut().zip(other.small) {
             *word |= other;
