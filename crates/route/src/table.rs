@@ -437,7 +437,7 @@ impl RouteTable {
             None => self.hash(path),
         };
         let tag = hash as u16;
-        let mut i = ((u128::from(hash) * region.len() as u128) >> 64) as usize;
+        let mut i = SlotLine::home(hash, region.len());
         for _ in 0..region.len() {
             for slot in &region.get(i)?.0 {
                 if slot.tag == tag && self.is_run_of(slot, len, path) {
@@ -532,8 +532,7 @@ impl RouteTable {
         if count & HASHED == 0 || early.lens[0] == u32::MAX {
             return;
         }
-        let line =
-            start as usize + ((u128::from(early.hashes[0]) * u128::from(count & !HASHED)) >> 64) as usize;
+        let line = start as usize + SlotLine::home(early.hashes[0], (count & !HASHED) as usize);
         std::hint::black_box(self.lines.get(line).map(|line| line.0[0].tag));
     }
 
@@ -1092,9 +1091,16 @@ impl PathSlot {
 }
 
 impl SlotLine {
+    /// The line of a region of `lines` lines where the probe for `hash` starts: where `insert` puts a key, the
+    /// lookup reads it, and the early load fetches it.
+    #[inline]
+    fn home(hash: u64, lines: usize) -> usize {
+        ((u128::from(hash) * lines as u128) >> 64) as usize
+    }
+
     /// Adds a run to the hash index `region`, which has a free slot. The caller adds each key once.
     fn insert(region: &mut [SlotLine], hash: u64, run: PathSlot) {
-        let home = ((u128::from(hash) * region.len() as u128) >> 64) as usize;
+        let home = Self::home(hash, region.len());
         let (wrapped, from_home) = region.split_at_mut(home);
         let free = from_home
             .iter_mut()
