@@ -23,7 +23,7 @@ pub struct Backend {
 }
 
 /// Where to send requests: everything a connection pool needs. `Eq + Hash`: the proxy keys its pools by it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub struct Upstream {
     /// `Https` when the URL scheme is `https` or TLS settings are present.
     pub scheme: UpstreamScheme,
@@ -65,6 +65,36 @@ impl Hash for Upstream {
         self.base_query.hash(state);
         self.protocol.hash(state);
         self.tls.hash(state);
+    }
+}
+
+/// Field by field, after a check of the address: the proxy looks up the pool of every request's upstream with
+/// the table's own object, which the pool map holds as its key, and comparing the fields (the authority case
+/// insensitively, the TLS settings in full) would cost more than the rest of the lookup.
+impl PartialEq for Upstream {
+    fn eq(&self, other: &Self) -> bool {
+        if std::ptr::eq(self, other) {
+            return true;
+        }
+        // Destructured, so that a new field cannot be left out of the comparison.
+        let Upstream {
+            scheme,
+            authority,
+            host,
+            port,
+            base_path,
+            base_query,
+            protocol,
+            tls,
+        } = self;
+        *scheme == other.scheme
+            && *authority == other.authority
+            && *host == other.host
+            && *port == other.port
+            && *base_path == other.base_path
+            && *base_query == other.base_query
+            && *protocol == other.protocol
+            && *tls == other.tls
     }
 }
 
@@ -255,6 +285,31 @@ mod tests {
         assert_eq!(up.authority.as_str(), "[::1]:80");
         assert_eq!(up.host, "::1");
         assert_eq!(up.base_path, None);
+    }
+
+    #[test]
+    fn upstreams_are_equal_by_value_whatever_the_object() {
+        let a = parse("http://API.shop.svc:8080/v1").unwrap();
+        assert_eq!(a, a);
+        assert_eq!(a, parse("http://api.shop.svc:8080/v1").unwrap());
+        for other in [
+            "https://api.shop.svc:8080/v1",
+            "http://api.shop.svc:8081/v1",
+            "http://web.shop.svc:8080/v1",
+            "http://api.shop.svc:8080/v2",
+            "http://api.shop.svc:8080/v1?k=v",
+        ] {
+            assert_ne!(a, parse(other).unwrap(), "{other}");
+        }
+        assert_ne!(
+            a,
+            Upstream::parse("http://api.shop.svc:8080/v1", UpstreamProtocol::H2c, None).unwrap()
+        );
+        let tls = Arc::new(config::BackendTls::default());
+        assert_ne!(
+            a,
+            Upstream::parse("http://api.shop.svc:8080/v1", UpstreamProtocol::Http1, Some(tls)).unwrap()
+        );
     }
 
     #[test]
