@@ -76,10 +76,13 @@ fn strip_present(headers: &mut HeaderMap, upgrade: bool, present: u32) {
         None
     };
     if present & CONNECTION_BIT != 0 {
-        // One lookup takes the `Connection` lines out; only lines naming fields beyond the fixed list are kept
-        // (not a bare `keep-alive`, which most backends send), and only then is anything allocated.
+        // Most `Connection` fields (a bare `keep-alive`, which most backends send with every response) name
+        // nothing beyond the fixed list: those are removed outright, which costs less than taking their lines
+        // out one by one. Otherwise the lines naming other fields are kept, and only then is anything allocated.
         let mut named: Vec<HeaderValue> = Vec::new();
-        if let Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
+        if !headers.get_all(header::CONNECTION).iter().any(names_other_fields) {
+            headers.remove(header::CONNECTION);
+        } else if let Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
             let (_, values) = connection.remove_entry_mult();
             named.extend(values.filter(names_other_fields));
         }
@@ -265,6 +268,28 @@ mod tests {
             ("te", "gzip"),
             ("upgrade", "websocket"),
             ("proxy-authorization", "x"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn every_connection_line_is_read_whether_or_not_the_first_names_a_field() {
+        // The fast path (nothing named beyond the fixed list) and the slow one, over several lines.
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "Close"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-late"),
+            ("x-late", "1"),
             ("x-kept", "yes"),
         ]);
         strip_hop_by_hop(&mut h, false);
