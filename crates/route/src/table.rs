@@ -814,6 +814,10 @@ impl Rule {
     /// Weighted backend choice (routing.md §6). `draw(n)` must return a uniform integer in `[0, n)`. `None` when
     /// there is no backend or every weight is 0. Backends with an `unavailableStatus` keep their share.
     pub fn choose_backend(&self, draw: impl FnOnce(u64) -> u64) -> Option<usize> {
+        // The common rule has one backend: the draw could only pick it.
+        if let [only] = self.backends.as_slice() {
+            return (only.weight > 0).then_some(0);
+        }
         if self.weights.is_empty() {
             crate::backend::choose_linear(self.backends.iter().map(|b| b.weight), draw)
         } else {

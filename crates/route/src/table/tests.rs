@@ -618,6 +618,12 @@ fn weighted_choice_uses_compiled_backend_weights() {
     let none = table(r#"{"rules":[{"backends":[{"url":"http://a:1","weight":0}]},{"backends":[]}]}"#);
     assert_eq!(none.rules()[0].choose_backend(|_| 0), None);
     assert_eq!(none.rules()[1].choose_backend(|_| 0), None);
+    // One backend with a weight is chosen without a draw.
+    let one = table(r#"{"rules":[{"backends":[{"url":"http://a:1","weight":5}]}]}"#);
+    assert_eq!(
+        one.rules()[0].choose_backend(|_| panic!("no draw for one backend")),
+        Some(0)
+    );
 }
 
 #[test]
