@@ -241,6 +241,11 @@ fn keeps_alive<B>(resp: &Response<B>) -> bool {
     let mut close = false;
     let mut keep_alive = false;
     for value in resp.headers().get_all(http::header::CONNECTION) {
+        // Most backends send exactly this with every response; no need to split it.
+        if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+            keep_alive = true;
+            continue;
+        }
         for token in value.as_bytes().split(|b| *b == b',') {
             let token = token.trim_ascii();
             close |= token.eq_ignore_ascii_case(b"close");
@@ -367,6 +372,45 @@ impl PooledBody {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Response, Version};
+
+    use super::keeps_alive;
+
+    fn response(version: Version, connection: &[&str]) -> Response<()> {
+        let mut resp = Response::new(());
+        *resp.version_mut() = version;
+        for value in connection {
+            resp.headers_mut()
+                .append(http::header::CONNECTION, value.parse().unwrap());
+        }
+        resp
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_every_connection_line() {
+        let cases: [(Version, &[&str], bool); 9] = [
+            (Version::HTTP_11, &[], true),
+            (Version::HTTP_11, &["keep-alive"], true),
+            (Version::HTTP_11, &["Close"], false),
+            (Version::HTTP_11, &["keep-alive, close"], false),
+            (Version::HTTP_11, &["keep-alive", "close"], false),
+            (Version::HTTP_10, &[], false),
+            (Version::HTTP_10, &["Keep-Alive"], true),
+            (Version::HTTP_10, &["Keep-Alive", "close"], false),
+            (Version::HTTP_2, &["keep-alive"], false),
+        ];
+        for (version, connection, want) in cases {
+            assert_eq!(
+                keeps_alive(&response(version, connection)),
+                want,
+                "{version:?} {connection:?}"
+            );
         }
     }
 }
