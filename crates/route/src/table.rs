@@ -863,7 +863,6 @@ impl Bucket {
         // Best first: greater precedence wins. Keys are unique (rule and arm order are part of them).
         keyed.sort_unstable_by_key(|&(key, _, _)| std::cmp::Reverse(key));
 
-        // Exact and PathPrefix arms as (path string, is prefix, prefix precedence length, arm), in rank order.
         // Exact and PathPrefix arms as (path string, is prefix, header run, arm), in rank order; the header run
         // (in `header_runs`) is `NO_RUN` for an arm without Exact header conditions.
         let mut by_path: Vec<(&str, bool, u32, BucketArm)> = Vec::with_capacity(keyed.len());
