@@ -1,8 +1,9 @@
 //! The tunnelgate Gateway API controller (`tunnelgate controller`), built on kube-rs.
 //!
 //! What this crate does (shared/spec/controller.md §1, §2, §6–§8, §10):
-//! - informer caches (reflectors) of GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant, Service,
-//!   EndpointSlice and Namespace on every replica, plus the proxy auth-token and tunnel-token Secrets;
+//! - informer caches (reflectors) of GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
+//!   BackendTLSPolicy, Service, EndpointSlice, Namespace and ConfigMap on every replica, plus the proxy
+//!   auth-token and tunnel-token Secrets;
 //! - one debounced full sync: snapshot the caches, translate with `tunnelgate-gateway`, push the document to every
 //!   proxy replica, write the status that changed with server-side apply;
 //! - Lease-based leader election: only the leader syncs; losing the lease ends [`Controller::wait`] with

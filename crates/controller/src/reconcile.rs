@@ -262,6 +262,7 @@ fn current_status(stores: &Stores, object: &ObjectStatus) -> (Option<Value>, Opt
         "Gateway" => read(&stores.gateways, object, |o| json(o.status.as_ref())),
         "HTTPRoute" => read(&stores.http_routes, object, |o| json(o.status.as_ref())),
         "GRPCRoute" => read(&stores.grpc_routes, object, |o| json(o.status.as_ref())),
+        "BackendTLSPolicy" => read(&stores.backend_tls_policies, object, |o| json(o.status.as_ref())),
         _ => (None, None),
     }
 }

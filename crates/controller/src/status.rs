@@ -6,6 +6,7 @@
 //! `observedGeneration` (a stale cache), remove our entries from routes that no longer bind to us, and add push
 //! health. Only the leader calls [`write`].
 
+use gateway_api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicyStatus};
 use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use gateway_api::gateways::{Gateway, GatewayStatus};
 use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
@@ -146,6 +147,10 @@ pub async fn write(client: &kube::Client, status: &ObjectStatus) -> Result<(), k
             .patch_status(&status.name, &params, &patch)
             .await
             .map(drop),
+        "BackendTLSPolicy" => Api::<BackendTlsPolicy>::namespaced(client.clone(), ns)
+            .patch_status(&status.name, &params, &patch)
+            .await
+            .map(drop),
         other => {
             tracing::warn!(kind = other, "no status writer for this kind");
             Ok(())
@@ -219,6 +224,7 @@ fn normalize(kind: &str, value: &Value) -> Value {
         "Gateway" => round_trip::<GatewayStatus>(value),
         "HTTPRoute" => round_trip::<HttpRouteStatus>(value),
         "GRPCRoute" => round_trip::<GrpcRouteStatus>(value),
+        "BackendTLSPolicy" => round_trip::<BackendTlsPolicyStatus>(value),
         _ => value.clone(),
     }
 }
@@ -236,6 +242,15 @@ fn max_observed_generation(kind: &str, status: &Value, controller_name: &str) ->
             .unwrap_or(i64::MIN)
     };
     match kind {
+        "BackendTLSPolicy" => status
+            .get("ancestors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| is_ours(p, controller_name))
+            .map(from_conditions)
+            .max()
+            .unwrap_or(i64::MIN),
         "HTTPRoute" | "GRPCRoute" => status
             .get("parents")
             .and_then(Value::as_array)

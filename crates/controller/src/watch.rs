@@ -7,12 +7,13 @@
 use std::fmt::Debug;
 
 use futures::StreamExt as _;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt as _;
@@ -36,6 +37,9 @@ pub struct Stores {
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
     pub namespaces: Store<Namespace>,
+    pub backend_tls_policies: Store<BackendTlsPolicy>,
+    /// Every ConfigMap: a BackendTLSPolicy may name any one in its namespace for its CA bundle.
+    pub config_maps: Store<ConfigMap>,
 }
 
 impl Debug for Stores {
@@ -96,6 +100,18 @@ impl Stores {
                 trigger,
                 tasks,
             ),
+            backend_tls_policies: reflect(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                trigger,
+                tasks,
+            ),
+            config_maps: reflect(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                trigger,
+                tasks,
+            ),
         }
     }
 
@@ -108,7 +124,9 @@ impl Stores {
         self.reference_grants.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
         self.endpoint_slices.wait_until_ready().await?;
-        self.namespaces.wait_until_ready().await
+        self.namespaces.wait_until_ready().await?;
+        self.backend_tls_policies.wait_until_ready().await?;
+        self.config_maps.wait_until_ready().await
     }
 
     /// Every cached object, as the translation wants it. The objects are shared with the caches, not copied.
@@ -122,6 +140,8 @@ impl Stores {
             services: self.services.state(),
             endpoint_slices: self.endpoint_slices.state(),
             namespaces: self.namespaces.state(),
+            backend_tls_policies: self.backend_tls_policies.state(),
+            config_maps: self.config_maps.state(),
         }
     }
 }

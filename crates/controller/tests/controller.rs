@@ -582,3 +582,54 @@ async fn a_route_that_leaves_our_gateways_loses_our_parent_entry() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_tls_policy_gets_ancestor_status_and_its_missing_ca_fails_the_backend_closed() {
+    let c = cluster().await;
+    let proxy = Proxy::start().await;
+    c.api.apply(proxy.slice("proxy-headless-a", true));
+    c.api
+        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    c.api.apply(json!({
+        "apiVersion": GW_V1, "kind": "BackendTLSPolicy",
+        "metadata": {"namespace": "default", "name": "app-tls", "generation": 1},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "app"}],
+                 "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "app-ca"}],
+                                "hostname": "app.internal"}}
+    }));
+    let _controller = Controller::start(c.api.client(), options()).await.unwrap();
+    let resolved_refs = || {
+        let policy = c.api.get(GW_V1, "BackendTLSPolicy", "default", "app-tls")?;
+        let ancestor = policy["status"]["ancestors"]
+            .as_array()?
+            .iter()
+            .find(|a| a["controllerName"] == CONTROLLER && a["ancestorRef"]["name"] == "gw")?
+            .clone();
+        let c = condition(&ancestor["conditions"], "ResolvedRefs")?;
+        Some((c["status"].as_str()?.to_owned(), c["reason"].as_str()?.to_owned()))
+    };
+    wait_until(
+        "the policy's ancestor status",
+        Duration::from_secs(10),
+        || async { resolved_refs() == Some(("False".into(), "InvalidCACertificateRef".into())) },
+    )
+    .await;
+    // Without its CA the backend is not dialled in plain text: 502.
+    wait_until("the route fails closed", Duration::from_secs(10), || async {
+        proxy.get("app.example.com", "/hello").await.status == 502
+    })
+    .await;
+    assert_eq!(c.backend.requests(), 0);
+
+    let pki = tunnelgate_testkit::TestPki::new();
+    c.api.apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"namespace": "default", "name": "app-ca"},
+        "data": {"ca.crt": pki.ca_pem}
+    }));
+    wait_until("the CA resolved", Duration::from_secs(10), || async {
+        resolved_refs() == Some(("True".into(), "ResolvedRefs".into()))
+    })
+    .await;
+    assert!(!status_writes(&c.api, "backendtlspolicies", "app-tls").is_empty());
+}

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 use tunnelgate_config as wire;
 
+use crate::policy::Policies;
 use crate::route::{ObjectRef, RouteKind};
 use crate::{
     BackendResolution, EndpointSlice, GATEWAY_GROUP, ReferenceGrant, Service, Snapshot, TranslateOptions,
@@ -33,6 +34,11 @@ pub(crate) struct Target {
     pub protocol: &'static str,
     pub websocket: bool,
     pub unavailable_status: i32,
+    /// TLS towards the backend, from the BackendTLSPolicy that applies (then the URLs are `https://`).
+    pub tls: Option<Rc<wire::BackendTls>>,
+    /// Every BackendTLSPolicy (index in [`Policies::list`]) that targets the Service port: their ancestor
+    /// status lists the Gateways of the routes that reach it.
+    pub policies: Rc<[usize]>,
 }
 
 /// Lookups over a snapshot, built once per translation.
@@ -45,6 +51,7 @@ pub(crate) struct Resolver<'a> {
     /// expanding endpoints into URLs is the costly part of resolving one. The Service is keyed by its address,
     /// which is unique and stable while the snapshot is borrowed.
     resolved: RefCell<HashMap<(*const Service, i32, bool), Target>>,
+    pub(crate) policies: Policies<'a>,
     opts: &'a TranslateOptions,
 }
 
@@ -86,6 +93,7 @@ impl<'a> Resolver<'a> {
             slices,
             grants,
             resolved: RefCell::default(),
+            policies: Policies::new(snapshot),
             opts,
         }
     }
@@ -137,6 +145,8 @@ impl<'a> Resolver<'a> {
                 protocol: "",
                 websocket: false,
                 unavailable_status: status,
+                tls: None,
+                policies: Rc::from([]),
             };
             (target, Some(RefProblem { reason, message }))
         };
@@ -205,6 +215,9 @@ impl<'a> Resolver<'a> {
             );
         };
         let service_url = service_url();
+        let (policy, policies) = self
+            .policies
+            .for_port(namespace, name, service_port.name.as_deref());
         let mut resolved = Target {
             urls: Rc::from([service_url.to_string()]),
             expanded: false,
@@ -212,17 +225,21 @@ impl<'a> Resolver<'a> {
             protocol: "",
             websocket: false,
             unavailable_status: 0,
+            tls: None,
+            policies: policies.into(),
         };
         match service_port.app_protocol.as_deref() {
             None | Some("" | "http" | "HTTP") => {}
             Some("kubernetes.io/h2c") => resolved.protocol = "h2c",
             Some("kubernetes.io/ws") => resolved.websocket = true,
-            // TLS towards the backend needs a BackendTLSPolicy, which this translation does not read: fail
-            // closed as the spec requires for a TLS backend without a policy.
+            // TLS by definition: without a BackendTLSPolicy there is nothing to verify the backend with, so it
+            // fails closed rather than being dialled in plain text.
             Some("kubernetes.io/wss" | "https" | "HTTPS") => {
                 resolved.websocket = service_port.app_protocol.as_deref() == Some("kubernetes.io/wss");
-                resolved.unavailable_status = 502;
-                return (resolved, None);
+                if policy.is_none() {
+                    resolved.unavailable_status = 502;
+                    return (resolved, None);
+                }
             }
             Some(other) => {
                 return fail(
@@ -239,6 +256,18 @@ impl<'a> Resolver<'a> {
             resolved.protocol = "h2c";
         }
         self.expand(&mut resolved, spec, service_port, (namespace, name), port);
+        if let Some(policy) = policy {
+            // With TLS, `protocol: "h2c"` means HTTP/2 over TLS with ALPN h2 (routing.md §11).
+            match &policy.tls {
+                Ok(tls) => {
+                    resolved.tls = Some(tls.clone());
+                    resolved.urls = resolved.urls.iter().map(|u| https(u)).collect();
+                    resolved.service_url = https(&resolved.service_url).into();
+                }
+                // The policy's CA cannot be read: fail closed (its status says why).
+                Err(_) => resolved.unavailable_status = 502,
+            }
+        }
         self.resolved.borrow_mut().insert(key, resolved.clone());
         (resolved, None)
     }
@@ -368,7 +397,10 @@ pub(crate) fn weighted_backends(refs: Vec<ResolvedBackend>) -> Vec<wire::Backend
                     url: url.to_owned(),
                     weight: 0,
                     protocol: r.target.protocol.to_owned(),
-                    tls: None,
+                    tls: match unavailable_status {
+                        0 => r.target.tls.as_deref().cloned().map(Box::new),
+                        _ => None,
+                    },
                     filters: r.filters.clone(),
                     websocket: r.target.websocket,
                     unavailable_status,
@@ -389,6 +421,11 @@ pub(crate) fn weighted_backends(refs: Vec<ResolvedBackend>) -> Vec<wire::Backend
             b
         })
         .collect()
+}
+
+/// `url` with the scheme `https` instead of `http`.
+fn https(url: &str) -> String {
+    format!("https://{}", url.strip_prefix("http://").unwrap_or(url))
 }
 
 fn gcd(a: u128, b: u128) -> u128 {

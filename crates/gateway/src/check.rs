@@ -58,13 +58,20 @@ pub fn report(snapshot: &Snapshot, translation: &Translation, controller_name: &
         .iter()
         .map(|o| namespaced("GRPCRoute", &o.metadata))
         .collect();
+    let mut policies: Vec<_> = snapshot
+        .backend_tls_policies
+        .iter()
+        .map(|o| namespaced("BackendTLSPolicy", &o.metadata))
+        .collect();
     read.sort();
     gateways.sort();
     http.sort();
     grpc.sort();
+    policies.sort();
     read.extend(gateways);
     read.extend(http);
     read.extend(grpc);
+    read.extend(policies);
     for (kind, namespace, object_name) in read {
         let status = translation
             .statuses

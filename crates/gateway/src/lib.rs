@@ -4,8 +4,9 @@
 //!
 //! What this crate does:
 //! - [`translate`]: a [`Snapshot`] of GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes, ReferenceGrants,
-//!   Services, EndpointSlices and Namespaces in, a [`Translation`] out: the [`Config`] every proxy replica should
-//!   serve and, per object we manage, the `.status` our controller would write ([`ObjectStatus`]);
+//!   Services, EndpointSlices, Namespaces, BackendTLSPolicies and ConfigMaps in, a [`Translation`] out: the
+//!   [`Config`] every proxy replica should serve and, per object we manage, the `.status` our controller would
+//!   write ([`ObjectStatus`]);
 //! - file mode loading: [`load_path`] and [`load_yaml_documents`] read Kubernetes YAML (one file or a directory,
 //!   multi-document) into a [`Snapshot`].
 //!
@@ -22,18 +23,20 @@ mod binding;
 mod check;
 mod hostname;
 mod load;
+mod policy;
 mod route;
 mod status;
 mod translate;
 mod validate;
 
 pub use check::{CheckReport, UnhealthyRoute, check, report};
+pub use gateway_api::backendtlspolicies::BackendTlsPolicy;
 pub use gateway_api::gatewayclasses::GatewayClass;
 pub use gateway_api::gateways::Gateway;
 pub use gateway_api::grpcroutes::GrpcRoute;
 pub use gateway_api::httproutes::HttpRoute;
 pub use gateway_api::referencegrants::ReferenceGrant;
-pub use k8s_openapi::api::core::v1::{Namespace, Service};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub use k8s_openapi::jiff::Timestamp;
@@ -65,6 +68,9 @@ pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub namespaces: Vec<Arc<Namespace>>,
+    pub backend_tls_policies: Vec<Arc<BackendTlsPolicy>>,
+    /// Read for the CA bundles of BackendTLSPolicies (key `ca.crt`).
+    pub config_maps: Vec<Arc<ConfigMap>>,
 }
 
 /// How a Service backendRef becomes backend URLs (`controller.md` §5.2, `--backend-resolution`).
@@ -106,8 +112,9 @@ pub struct TranslateOptions {
 pub struct Translation {
     /// The routing document; `version` is 0, the caller stamps it.
     pub config: Config,
-    /// One entry per GatewayClass, Gateway and route that we manage, in a stable order: classes, Gateways,
-    /// HTTPRoutes, GRPCRoutes, each sorted by namespace/name.
+    /// One entry per GatewayClass, Gateway and route that we manage and per BackendTLSPolicy our routes reach (or
+    /// that still carries our status), in a stable order: classes, Gateways,
+    /// HTTPRoutes, GRPCRoutes, BackendTLSPolicies, each sorted by namespace/name.
     pub statuses: Vec<ObjectStatus>,
 }
 

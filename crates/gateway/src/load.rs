@@ -150,11 +150,15 @@ fn add_object(snapshot: &mut Snapshot, value: Value) -> Result<(), String> {
             snapshot.endpoint_slices.push(typed(namespaced(value), &kind)?)
         }
         ("v1", "Namespace") => snapshot.namespaces.push(typed(value, &kind)?),
+        ("gateway.networking.k8s.io/v1", "BackendTLSPolicy") => snapshot
+            .backend_tls_policies
+            .push(typed(namespaced(value), &kind)?),
+        ("v1", "ConfigMap") => snapshot.config_maps.push(typed(namespaced(value), &kind)?),
         _ => {
             return Err(format!(
                 "{api_version} {kind} is not a kind tunnelgate reads (GatewayClass, Gateway, HTTPRoute, GRPCRoute, \
-                 ReferenceGrant of gateway.networking.k8s.io/v1; v1 Service, Namespace, List; \
-                 discovery.k8s.io/v1 EndpointSlice)"
+                 ReferenceGrant, BackendTLSPolicy of gateway.networking.k8s.io/v1; v1 Service, Namespace, \
+                 ConfigMap, List; discovery.k8s.io/v1 EndpointSlice)"
             ));
         }
     }

@@ -134,6 +134,7 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             rules: Vec::new(),
             outcomes,
             problems: Vec::new(),
+            policies: BTreeSet::new(),
             dropped: Vec::new(),
             emitted: 0,
         };
@@ -141,7 +142,8 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             // Rules are built even when no parent accepts the route, so that ResolvedRefs tells the truth.
             let config_hostnames = hostnames.clone().map(Hostnames::into_config).unwrap_or_default();
             for (index, rule) in rules.iter_mut().enumerate() {
-                match build_rule(rule, route, &config_hostnames, &resolver, &mut entry.problems) {
+                let refs = (&mut entry.problems, &mut entry.policies);
+                match build_rule(rule, route, &config_hostnames, &resolver, refs) {
                     Ok(r) if hostnames.is_some() => {
                         candidates.rules.push(r);
                         owners.push((pending.len(), index));
@@ -176,7 +178,16 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
 
     // Phase 3: attachment counts and route status.
     let mut route_statuses = Vec::new();
+    let mut policy_ancestors: HashMap<usize, BTreeSet<(&str, &str)>> = HashMap::new();
     for mut entry in pending {
+        for (_, outcome) in &entry.outcomes {
+            if let Ok((g, _)) = outcome {
+                let gateway = (gateways[*g].namespace, gateways[*g].name);
+                for &p in &entry.policies {
+                    policy_ancestors.entry(p).or_default().insert(gateway);
+                }
+            }
+        }
         // Rule order in the messages follows the route, whichever phase dropped the rule.
         entry.dropped.sort_by_key(|(index, _)| *index);
         let dropped: Vec<String> = entry.dropped.into_iter().map(|(_, m)| m).collect();
@@ -227,6 +238,19 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                 status,
             }),
     );
+    statuses.extend(
+        resolver
+            .policies
+            .statuses(&policy_ancestors, opts)
+            .into_iter()
+            .map(|(namespace, name, status)| ObjectStatus {
+                api_version: GATEWAY_API_VERSION.to_owned(),
+                kind: "BackendTLSPolicy".to_owned(),
+                namespace: Some(namespace),
+                name,
+                status,
+            }),
+    );
     Translation { config, statuses }
 }
 
@@ -238,6 +262,8 @@ struct PendingRoute<'r> {
     rules: Vec<Rule>,
     outcomes: Vec<ParentOutcome<'r>>,
     problems: Vec<RefProblem>,
+    /// The BackendTLSPolicies of the Service ports the route's backends and mirrors reach.
+    policies: BTreeSet<usize>,
     dropped: Vec<(usize, String)>,
     emitted: usize,
 }
@@ -271,45 +297,48 @@ fn build_rule(
     route: &Route<'_>,
     hostnames: &[String],
     resolver: &Resolver<'_>,
-    problems: &mut Vec<RefProblem>,
+    (problems, policies): (&mut Vec<RefProblem>, &mut BTreeSet<usize>),
 ) -> Result<wire::RouteRule, String> {
     let mut unavailable_status = 0;
     let mut filters = Vec::new();
-    let apply_filter =
-        |filters: &mut Vec<wire::RouteFilter>, filter: Filter, problems: &mut Vec<RefProblem>| match filter {
-            Filter::Wire(f) => {
-                filters.push(*f);
-                true
+    let apply_filter = |filters: &mut Vec<wire::RouteFilter>,
+                        filter: Filter,
+                        problems: &mut Vec<RefProblem>,
+                        policies: &mut BTreeSet<usize>| match filter {
+        Filter::Wire(f) => {
+            filters.push(*f);
+            true
+        }
+        Filter::Mirror { target, percent } => {
+            let (resolved, problem) = resolver.resolve(&target, route.kind, route.namespace);
+            policies.extend(resolved.policies.iter().copied());
+            if let Some(mut p) = problem {
+                p.message = format!("RequestMirror {}", p.message);
+                problems.push(p);
+            } else if resolved.unavailable_status == 0
+                && let Some(url) = resolved.urls.first()
+            {
+                let mut f = wire::RouteFilter::new(wire::FilterType::RequestMirror);
+                f.request_mirror = Some(Box::new(wire::RequestMirror {
+                    backend_url: url.clone(),
+                    percent,
+                    tls: resolved.tls.as_deref().cloned().map(Box::new),
+                    protocol: resolved.protocol.to_owned(),
+                }));
+                filters.push(f);
             }
-            Filter::Mirror { target, percent } => {
-                let (resolved, problem) = resolver.resolve(&target, route.kind, route.namespace);
-                if let Some(mut p) = problem {
-                    p.message = format!("RequestMirror {}", p.message);
-                    problems.push(p);
-                } else if resolved.unavailable_status == 0
-                    && let Some(url) = resolved.urls.first()
-                {
-                    let mut f = wire::RouteFilter::new(wire::FilterType::RequestMirror);
-                    f.request_mirror = Some(Box::new(wire::RequestMirror {
-                        backend_url: url.clone(),
-                        percent,
-                        tls: None,
-                        protocol: resolved.protocol.to_owned(),
-                    }));
-                    filters.push(f);
-                }
-                true
-            }
-            Filter::Unsupported(message) => {
-                problems.push(RefProblem {
-                    reason: "UnsupportedValue",
-                    message: format!("{message} (IncompatibleFilters)"),
-                });
-                false
-            }
-        };
+            true
+        }
+        Filter::Unsupported(message) => {
+            problems.push(RefProblem {
+                reason: "UnsupportedValue",
+                message: format!("{message} (IncompatibleFilters)"),
+            });
+            false
+        }
+    };
     for f in std::mem::take(&mut rule.filters) {
-        if !apply_filter(&mut filters, f, problems) {
+        if !apply_filter(&mut filters, f, problems, policies) {
             unavailable_status = 500;
         }
     }
@@ -317,10 +346,11 @@ fn build_rule(
     for b in std::mem::take(&mut rule.backends) {
         let (target, problem) = resolver.resolve(&b.target, route.kind, route.namespace);
         problems.extend(problem);
+        policies.extend(target.policies.iter().copied());
         let mut backend_filters = Vec::new();
         let mut filter_failed = false;
         for f in b.filters {
-            if !apply_filter(&mut backend_filters, f, problems) {
+            if !apply_filter(&mut backend_filters, f, problems, policies) {
                 filter_failed = true;
             }
         }

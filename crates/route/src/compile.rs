@@ -959,8 +959,8 @@ fn parse_protocol(protocol: &str) -> UpstreamProtocol {
     }
 }
 
-/// At least one PEM certificate, and every PEM certificate section well-formed.
-fn is_pem_certificates(pem: &[u8]) -> bool {
+/// At least one PEM certificate, and every PEM certificate section well-formed: what a `caBundle` must hold.
+pub fn is_pem_certificates(pem: &[u8]) -> bool {
     let mut certs = CertificateDer::pem_slice_iter(pem);
     matches!(certs.next(), Some(Ok(_))) && certs.all(|c| c.is_ok())
 }

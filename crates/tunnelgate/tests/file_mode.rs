@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use process::{Running, bin, free_addr, wait_ready};
-use tunnelgate_testkit::{Backend, Client, Echo};
+use tunnelgate_testkit::{Backend, BackendOptions, Client, Echo, TestPki};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tunnelgate-file-mode-{name}-{}", std::process::id()));
@@ -280,6 +280,77 @@ async fn proxy_serves_gateway_api_files_and_follows_edits_without_restart() {
     write_route(&dir, "two.localhost", "svc-a", "");
     std::fs::write(dir.join("svc-svc-a.yaml"), slice).unwrap();
     eventually(&client, data, "two.localhost", 200, "a").await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The BackendTLSPolicy of `service`, trusting the ConfigMap `ca` and expecting `hostname`.
+fn write_tls_policy(dir: &Path, service: &str, ca: &str, hostname: &str) {
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {service}-tls}}\n\
+         spec:\n  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n  validation:\n    \
+         caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {ca}}}]\n    hostname: {hostname}\n"
+    );
+    std::fs::write(dir.join(format!("policy-{service}.yaml")), text).unwrap();
+}
+
+#[tokio::test]
+async fn proxy_dials_a_backend_over_tls_as_its_backend_tls_policy_says() {
+    let pki = TestPki::new();
+    let leaf = pki.leaf(&["api.internal"], &[]);
+    let options = BackendOptions {
+        tls: Some(leaf.server_config(None, &[b"http/1.1"])),
+        ..BackendOptions::default()
+    };
+    let secure = Backend::start_with("secure", options).await;
+    let dir = temp_dir("backend-tls");
+    std::fs::write(dir.join("gateway.yaml"), GATEWAY).unwrap();
+    write_service(&dir, "api", port_of(&secure));
+    write_route(&dir, "tls.localhost", "api", "");
+    let ca: String = pki.ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    std::fs::write(
+        dir.join("ca.yaml"),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: internal-ca}}\ndata:\n  ca.crt: |\n{ca}"),
+    )
+    .unwrap();
+    write_tls_policy(&dir, "api", "internal-ca", "api.internal");
+
+    let (data, config) = (free_addr(), free_addr());
+    let child = bin()
+        .env_clear()
+        .args(["proxy", "--routes"])
+        .arg(&dir)
+        .env("PROXY_ADDR", data.to_string())
+        .env("PROXY_CONFIG_ADDR", config.to_string())
+        .env("PROXY_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _proc = Running(child);
+    let client = Client::new();
+    wait_ready(&client, config).await;
+
+    // The policy's CA and hostname verify the backend's certificate: the request goes through over TLS.
+    eventually(&client, data, "tls.localhost", 200, "secure").await;
+    assert_eq!(secure.requests(), 1);
+
+    // A hostname the certificate does not carry fails the handshake: 502, nothing reaches the backend.
+    write_tls_policy(&dir, "api", "internal-ca", "other.internal");
+    eventually(&client, data, "tls.localhost", 502, "").await;
+
+    // Back to the right hostname, then the ConfigMap goes away: the backend fails closed, no plain-text retry.
+    write_tls_policy(&dir, "api", "internal-ca", "api.internal");
+    eventually(&client, data, "tls.localhost", 200, "secure").await;
+    let ca_file = std::fs::read_to_string(dir.join("ca.yaml")).unwrap();
+    std::fs::remove_file(dir.join("ca.yaml")).unwrap();
+    eventually(&client, data, "tls.localhost", 502, "").await;
+
+    // The ConfigMap back, then the policy removed: the Service port is plain HTTP again, which the TLS server
+    // does not speak.
+    std::fs::write(dir.join("ca.yaml"), ca_file).unwrap();
+    eventually(&client, data, "tls.localhost", 200, "secure").await;
+    std::fs::remove_file(dir.join("policy-api.yaml")).unwrap();
+    eventually(&client, data, "tls.localhost", 502, "").await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
