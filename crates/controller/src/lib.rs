@@ -23,6 +23,7 @@ pub mod debounce;
 pub mod diagnostics;
 pub mod discovery;
 pub mod document;
+pub mod finalizer;
 pub mod lease;
 pub mod metrics;
 pub mod options;

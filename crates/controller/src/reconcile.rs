@@ -18,6 +18,7 @@ use tunnelgate_gateway::{ObjectStatus, Snapshot, TranslateOptions, translate};
 use crate::Error;
 use crate::debounce::{Debouncer, Trigger};
 use crate::discovery::{targets_from_slices, targets_from_urls};
+use crate::finalizer;
 use crate::metrics::{Metrics, StatusLabel, TypeValue};
 use crate::options::{ControllerOptions, ObjectName, ProxyTargets};
 use crate::push::Pusher;
@@ -149,7 +150,8 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
         &seen_routes,
         &ctx.opts.controller_name,
     ));
-    let failed = write_statuses(&ctx, writes).await;
+    let mut failed = write_statuses(&ctx, writes).await;
+    failed += write_finalizers(&ctx, &snapshot).await;
     if failed > 0 {
         return Err(Error::StatusWrites(failed));
     }
@@ -343,6 +345,30 @@ async fn write_statuses(ctx: &Context, writes: Vec<ObjectStatus>) -> usize {
             Err(e) => {
                 tracing::warn!(kind = %object.kind, namespace = ?object.namespace, name = %object.name, error = %e, "status write failed");
                 ctx.metrics.status_write(&object.kind, "error");
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Adds or removes the GatewayClass finalizer where needed; returns how many writes failed. A conflict (the class
+/// changed since the cache saw it) counts as a failure, so the sync runs again on fresh data.
+async fn write_finalizers(ctx: &Context, snapshot: &Snapshot) -> usize {
+    let mut failed = 0;
+    for change in finalizer::changes(snapshot, &ctx.opts.controller_name) {
+        let action = if change.add { "added" } else { "removed" };
+        match finalizer::write(&ctx.client, &change).await {
+            Ok(()) => {
+                tracing::info!(class = %change.class, finalizer = finalizer::GATEWAY_EXISTS_FINALIZER, "finalizer {action}");
+                ctx.metrics.status_write("GatewayClassFinalizer", "success");
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => {
+                ctx.metrics.status_write("GatewayClassFinalizer", "not_found")
+            }
+            Err(e) => {
+                tracing::warn!(class = %change.class, error = %e, "GatewayClass finalizer update failed");
+                ctx.metrics.status_write("GatewayClassFinalizer", "error");
                 failed += 1;
             }
         }

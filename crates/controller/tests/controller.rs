@@ -633,3 +633,33 @@ async fn a_backend_tls_policy_gets_ancestor_status_and_its_missing_ca_fails_the_
     .await;
     assert!(!status_writes(&c.api, "backendtlspolicies", "app-tls").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_gateway_class_holds_the_finalizer_while_a_gateway_names_it() {
+    let c = cluster().await;
+    let proxy = Proxy::start().await;
+    c.api.apply(proxy.slice("proxy-headless-a", true));
+    let mut class = gateway_class("tunnelgate", CONTROLLER);
+    class["metadata"]["finalizers"] = json!(["example.net/keep"]);
+    c.api.apply(class);
+    let _controller = Controller::start(c.api.client(), options()).await.unwrap();
+    let finalizers =
+        || c.api.get(GW_V1, "GatewayClass", "", "tunnelgate").unwrap()["metadata"]["finalizers"].clone();
+    let ours = "gateway-exists-finalizer.gateway.networking.k8s.io";
+    wait_until("the finalizer added", Duration::from_secs(10), || async {
+        finalizers() == json!(["example.net/keep", ours])
+    })
+    .await;
+    // The last Gateway of the class goes: ours comes off, the other one stays.
+    c.api.delete(GW_V1, "Gateway", "default", "gw");
+    wait_until("the finalizer removed", Duration::from_secs(10), || async {
+        finalizers() == json!(["example.net/keep"])
+    })
+    .await;
+    // Another class's finalizers are not ours to touch.
+    c.api
+        .apply(gateway_class("other", "example.net/other-controller"));
+    c.api.apply(gateway("default", "other-gw", "other"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.api.get(GW_V1, "GatewayClass", "", "other").unwrap()["metadata"]["finalizers"].is_null());
+}
