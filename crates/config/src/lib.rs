@@ -71,7 +71,7 @@ pub struct RouteRule {
 }
 
 /// One match arm; its conditions are ANDed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +103,7 @@ pub enum PathMatchType {
     RegularExpression,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PathMatch {
     #[serde(rename = "type")]
     pub kind: PathMatchType,
@@ -118,7 +118,7 @@ pub enum ValueMatchType {
 }
 
 /// A header or query-parameter condition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ValueMatch {
     #[serde(rename = "type")]
     pub kind: ValueMatchType,

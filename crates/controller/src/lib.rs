@@ -23,6 +23,7 @@ pub mod debounce;
 pub mod diagnostics;
 pub mod discovery;
 pub mod document;
+pub mod events;
 pub mod finalizer;
 pub mod lease;
 pub mod metrics;
@@ -58,6 +59,7 @@ use crate::auth_token::{AuthTokens, ensure_token, token_from_secret, token_hash}
 use crate::debounce::Trigger;
 use crate::diagnostics::Diagnostics;
 use crate::document::VersionCounter;
+use crate::events::EventLog;
 use crate::lease::LeaderElector;
 use crate::metrics::Metrics;
 use crate::push::Pusher;
@@ -160,6 +162,8 @@ impl Controller {
             trigger.clone(),
         )));
 
+        // The leader records events; its identity (the pod name in a cluster) tells replicas apart.
+        let event_instance = opts.leader_election.as_ref().map(|l| l.identity.clone());
         let pusher = Pusher::new(
             Arc::new(VersionCounter::seeded_from_clock()),
             tokens_rx,
@@ -177,6 +181,7 @@ impl Controller {
             trigger,
             gateway_addresses: addresses_rx,
             bundle_version: bundle_rx,
+            events: EventLog::new(client.clone(), crate::options::FIELD_MANAGER, event_instance),
         });
         let main = tokio::spawn(lead_and_sync(client, ctx, ready, is_leader));
         Ok(Self {

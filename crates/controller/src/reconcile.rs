@@ -13,11 +13,12 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tunnelgate_gateway::{ObjectStatus, Snapshot, TranslateOptions, translate};
+use tunnelgate_gateway::{ObjectEvent, ObjectStatus, Snapshot, TranslateOptions, translate};
 
 use crate::Error;
 use crate::debounce::{Debouncer, Trigger};
 use crate::discovery::{targets_from_slices, targets_from_urls};
+use crate::events::EventLog;
 use crate::finalizer;
 use crate::metrics::{Metrics, StatusLabel, TypeValue};
 use crate::options::{ControllerOptions, ObjectName, ProxyTargets};
@@ -59,6 +60,7 @@ pub struct Context {
     pub gateway_addresses: watch::Receiver<Vec<String>>,
     /// The Gateway API CRD bundle version, for `SupportedVersion`; `None` while unknown.
     pub bundle_version: watch::Receiver<Option<String>>,
+    pub events: EventLog,
 }
 
 impl std::fmt::Debug for Context {
@@ -117,6 +119,25 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
     );
 
     let view = ctx.pusher.view();
+    let mut events = translation.events;
+    if let Some(message) = &view.rejected {
+        // controller.md §7.2: a rejected document is recorded on each of our Gateways.
+        events.extend(
+            translation
+                .statuses
+                .iter()
+                .filter(|s| s.kind == "Gateway")
+                .map(|s| ObjectEvent {
+                    api_version: s.api_version.clone(),
+                    kind: s.kind.clone(),
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    warning: true,
+                    reason: "ConfigRejected".to_owned(),
+                    note: format!("a proxy replica rejected the routing document: {message}"),
+                }),
+        );
+    }
     let mut writes = Vec::new();
     let mut seen_routes = BTreeSet::new();
     for mut object in translation.statuses {
@@ -152,6 +173,10 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
     ));
     let mut failed = write_statuses(&ctx, writes).await;
     failed += write_finalizers(&ctx, &snapshot).await;
+    failed += ctx
+        .events
+        .record(events, |e| uid_of(&ctx.stores, e), &ctx.metrics)
+        .await;
     if failed > 0 {
         return Err(Error::StatusWrites(failed));
     }
@@ -266,6 +291,27 @@ fn current_status(stores: &Stores, object: &ObjectStatus) -> (Option<Value>, Opt
         "GRPCRoute" => read(&stores.grpc_routes, object, |o| json(o.status.as_ref())),
         "BackendTLSPolicy" => read(&stores.backend_tls_policies, object, |o| json(o.status.as_ref())),
         _ => (None, None),
+    }
+}
+
+/// The UID of the object an event is about, from the caches.
+fn uid_of(stores: &Stores, event: &ObjectEvent) -> Option<String> {
+    fn read<K>(store: &kube::runtime::reflector::Store<K>, event: &ObjectEvent) -> Option<String>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let mut key = ObjectRef::<K>::new(&event.name);
+        if let Some(ns) = &event.namespace {
+            key = key.within(ns);
+        }
+        store.get(&key)?.meta().uid.clone()
+    }
+    match event.kind.as_str() {
+        "Gateway" => read(&stores.gateways, event),
+        "HTTPRoute" => read(&stores.http_routes, event),
+        "GRPCRoute" => read(&stores.grpc_routes, event),
+        "BackendTLSPolicy" => read(&stores.backend_tls_policies, event),
+        _ => None,
     }
 }
 

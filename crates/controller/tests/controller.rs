@@ -663,3 +663,135 @@ async fn our_gateway_class_holds_the_finalizer_while_a_gateway_names_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(c.api.get(GW_V1, "GatewayClass", "", "other").unwrap()["metadata"]["finalizers"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadowed_route_gets_one_warning_event_not_one_per_sync() {
+    let c = cluster().await;
+    let proxy = Proxy::start().await;
+    c.api.apply(proxy.slice("proxy-headless-a", true));
+    let mut old = http_route("default", "old", "gw", "app.example.com", "/", "app");
+    old["metadata"]["creationTimestamp"] = json!("2025-01-01T00:00:00Z");
+    c.api.apply(old);
+    let mut new = http_route("default", "new", "gw", "app.example.com", "/", "app");
+    new["metadata"]["creationTimestamp"] = json!("2025-06-01T00:00:00Z");
+    c.api.apply(new);
+    let _controller = Controller::start(c.api.client(), options()).await.unwrap();
+    let events = || {
+        c.api
+            .writes()
+            .into_iter()
+            .filter(|w| {
+                w.path
+                    .contains("/apis/events.k8s.io/v1/namespaces/default/events")
+            })
+            .map(|w| (w.method, w.body))
+            .collect::<Vec<_>>()
+    };
+    wait_until("the event recorded", Duration::from_secs(10), || async {
+        !events().is_empty()
+    })
+    .await;
+    let (method, body) = events().remove(0);
+    assert_eq!(method, "POST");
+    assert_eq!(body["reason"], "RouteShadowed");
+    assert_eq!(body["type"], "Warning");
+    assert_eq!(body["regarding"]["kind"], "HTTPRoute");
+    assert_eq!(body["regarding"]["name"], "new");
+    let uid = c.api.get(GW_V1, "HTTPRoute", "default", "new").unwrap()["metadata"]["uid"].clone();
+    assert_eq!(body["regarding"]["uid"], uid);
+    assert!(
+        body["note"].as_str().unwrap().contains("HTTPRoute default/old"),
+        "{body}"
+    );
+    // More syncs (an unrelated change) record nothing new while the shadowing is unchanged.
+    c.api.apply(service("default", "unrelated"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(events().len(), 1, "{:?}", events());
+}
+
+/// A config API that rejects every document with 400, as a proxy would a document it cannot compile.
+async fn rejecting_proxy() -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 16 * 1024];
+                // Reads the head and as much of the body as Content-Length says, then answers and closes.
+                loop {
+                    let Ok(n) = conn.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"error":"rules[0].matches[0].path.value: invalid regular expression","path":"rules[0]"}"#;
+                let reply = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_document_is_recorded_as_an_event_on_our_gateway() {
+    let c = cluster().await;
+    let port = rejecting_proxy().await;
+    c.api.apply(endpoint_slice(
+        "tg",
+        "proxy-headless-a",
+        "proxy-headless",
+        "config-api",
+        port,
+        &[("127.0.0.1", true)],
+    ));
+    c.api
+        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    let _controller = Controller::start(c.api.client(), options()).await.unwrap();
+    let rejected = || {
+        c.api
+            .writes()
+            .into_iter()
+            .filter(|w| {
+                w.method == "POST"
+                    && w.path
+                        .contains("/apis/events.k8s.io/v1/namespaces/default/events")
+            })
+            .map(|w| w.body)
+            .filter(|b| b["reason"] == "ConfigRejected")
+            .collect::<Vec<_>>()
+    };
+    wait_until("the ConfigRejected event", Duration::from_secs(10), || async {
+        !rejected().is_empty()
+    })
+    .await;
+    let event = rejected().remove(0);
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["kind"], "Gateway");
+    assert_eq!(event["regarding"]["name"], "gw");
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("invalid regular expression"),
+        "{event}"
+    );
+}

@@ -11,7 +11,8 @@ use tunnelgate_config as wire;
 use crate::policy::Policies;
 use crate::route::{ObjectRef, RouteKind};
 use crate::{
-    BackendResolution, EndpointSlice, GATEWAY_GROUP, ReferenceGrant, Service, Snapshot, TranslateOptions,
+    BackendResolution, EndpointSlice, GATEWAY_API_VERSION, GATEWAY_GROUP, ObjectEvent, ReferenceGrant,
+    Service, Snapshot, TranslateOptions,
 };
 
 /// Why a reference does not resolve; goes into the route's `ResolvedRefs=False` condition.
@@ -52,6 +53,8 @@ pub(crate) struct Resolver<'a> {
     /// which is unique and stable while the snapshot is borrowed.
     resolved: RefCell<HashMap<(*const Service, i32, bool), Target>>,
     pub(crate) policies: Policies<'a>,
+    /// Events found while resolving (at most one per Service port, as resolution is cached).
+    events: RefCell<Vec<ObjectEvent>>,
     opts: &'a TranslateOptions,
 }
 
@@ -94,6 +97,7 @@ impl<'a> Resolver<'a> {
             grants,
             resolved: RefCell::default(),
             policies: Policies::new(snapshot),
+            events: RefCell::default(),
             opts,
         }
     }
@@ -117,6 +121,11 @@ impl<'a> Resolver<'a> {
                 })
             })
         })
+    }
+
+    /// The events found while resolving so far.
+    pub(crate) fn events(&self) -> Vec<ObjectEvent> {
+        self.events.borrow().clone()
     }
 
     /// Resolves one reference made by a route of `route_kind` in `route_namespace`.
@@ -260,6 +269,20 @@ impl<'a> Resolver<'a> {
             // With TLS, `protocol: "h2c"` means HTTP/2 over TLS with ALPN h2 (routing.md §11).
             match &policy.tls {
                 Ok(tls) => {
+                    if service_port.app_protocol.as_deref() == Some("kubernetes.io/h2c") {
+                        self.events.borrow_mut().push(ObjectEvent {
+                            api_version: GATEWAY_API_VERSION.to_owned(),
+                            kind: "BackendTLSPolicy".to_owned(),
+                            namespace: Some(policy.namespace.to_owned()),
+                            name: policy.name.to_owned(),
+                            warning: false,
+                            reason: "HTTP2OverTLS".to_owned(),
+                            note: format!(
+                                "Service {namespace}/{name} port {port} declares appProtocol kubernetes.io/h2c; \
+                                 with this policy it is dialled as HTTP/2 over TLS (ALPN h2), not cleartext h2c"
+                            ),
+                        });
+                    }
                     resolved.tls = Some(tls.clone());
                     resolved.urls = resolved.urls.iter().map(|u| https(u)).collect();
                     resolved.service_url = https(&resolved.service_url).into();

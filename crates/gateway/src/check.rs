@@ -5,8 +5,9 @@ use serde_json::{Value, json};
 
 use crate::{GATEWAY_API_VERSION, Snapshot, TranslateOptions, Translation, translate};
 
-/// `{"config": <document>, "objects": [{apiVersion, kind, metadata: {namespace, name}, status}]}` plus the
-/// routes that are not healthy (not Accepted, or with unresolved refs, on any of our parents).
+/// `{"config": <document>, "objects": [{apiVersion, kind, metadata: {namespace, name}, status}], "events":
+/// [{regarding: {apiVersion, kind, metadata}, type, reason, note}]}` plus the routes that are not healthy (not
+/// Accepted, or with unresolved refs, on any of our parents).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckReport {
     pub document: Value,
@@ -99,8 +100,24 @@ pub fn report(snapshot: &Snapshot, translation: &Translation, controller_name: &
         }));
     }
     let config = serde_json::to_value(&translation.config).unwrap_or(Value::Null);
+    let events: Vec<Value> = translation
+        .events
+        .iter()
+        .map(|e| {
+            let mut metadata = json!({ "name": e.name });
+            if let Some(ns) = &e.namespace {
+                metadata["namespace"] = json!(ns);
+            }
+            json!({
+                "regarding": {"apiVersion": e.api_version, "kind": e.kind, "metadata": metadata},
+                "type": if e.warning { "Warning" } else { "Normal" },
+                "reason": e.reason,
+                "note": e.note,
+            })
+        })
+        .collect();
     CheckReport {
-        document: json!({ "config": config, "objects": objects }),
+        document: json!({ "config": config, "objects": objects, "events": events }),
         unhealthy_routes,
     }
 }

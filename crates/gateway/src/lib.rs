@@ -116,6 +116,24 @@ pub struct Translation {
     /// that still carries our status), in a stable order: classes, Gateways,
     /// HTTPRoutes, GRPCRoutes, BackendTLSPolicies, each sorted by namespace/name.
     pub statuses: Vec<ObjectStatus>,
+    /// Advisory Kubernetes Events about the objects (`controller.md` §5.3, §6.4), in a stable order. The same
+    /// snapshot gives the same events, so a caller that records them should record each once, not on every sync.
+    pub events: Vec<ObjectEvent>,
+}
+
+/// A Kubernetes Event to record about one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectEvent {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// PascalCase, as Kubernetes reasons are.
+    pub reason: String,
+    /// The human-readable text (at most 1 kB).
+    pub note: String,
 }
 
 /// The `.status` our controller writes to one object.

@@ -1,6 +1,6 @@
 //! The translation entry point: classes → Gateways → routes → rules, then status for all of them.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
@@ -12,7 +12,8 @@ use crate::hostname::Hostnames;
 use crate::route::{Filter, ParentKey, ParentRef, Route, RouteObject, Rule};
 use crate::status::Conditions;
 use crate::{
-    GATEWAY_API_VERSION, GATEWAY_GROUP, GatewayClass, ObjectStatus, Snapshot, TranslateOptions, Translation,
+    GATEWAY_API_VERSION, GATEWAY_GROUP, GatewayClass, ObjectEvent, ObjectStatus, Snapshot, TranslateOptions,
+    Translation,
 };
 
 /// A route parentRef of ours and how binding went: (Gateway index, binding) or (reason, message).
@@ -160,6 +161,8 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
     // Phase 2: rules the proxy would reject are dropped from their route.
     let invalid = crate::validate::invalid_rules(&candidates);
     let mut config = wire::Config::default();
+    // The (route, rule index) of each rule in `config`.
+    let mut emitted: Vec<(usize, usize)> = Vec::new();
     for (position, rule) in candidates.rules.into_iter().enumerate() {
         let (owner, index) = owners[position];
         let entry = &mut pending[owner];
@@ -172,9 +175,12 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                 entry.emitted += 1;
                 config.has_grpc_route |= entry.route.kind.is_grpc();
                 config.rules.push(rule);
+                emitted.push((owner, index));
             }
         }
     }
+
+    let mut events = shadowed_routes(&config, &emitted, &pending);
 
     // Phase 3: attachment counts and route status.
     let mut route_statuses = Vec::new();
@@ -251,7 +257,83 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                 status,
             }),
     );
-    Translation { config, statuses }
+    events.extend(resolver.events());
+    events.sort();
+    Translation {
+        config,
+        statuses,
+        events,
+    }
+}
+
+/// Events `RouteShadowed` (`controller.md` §6.4): a match of a route that is identical, on the same hostname, to a
+/// match of an earlier route (older, or as old and first by namespace/name) never fires, because the earlier one
+/// takes precedence. Advisory only: nothing is dropped.
+fn shadowed_routes(
+    config: &wire::Config,
+    emitted: &[(usize, usize)],
+    pending: &[PendingRoute<'_>],
+) -> Vec<ObjectEvent> {
+    /// Shadowed matches listed in one Event; the count says how many more there are.
+    const LISTED: usize = 5;
+    let implicit = wire::RouteMatch::default();
+    let mut first: HashMap<(&str, &wire::RouteMatch), usize> = HashMap::new();
+    // Per shadowed route: its descriptions of shadowed matches.
+    let mut shadowed: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (rule, &(owner, index)) in config.rules.iter().zip(emitted) {
+        let matches = if rule.matches.is_empty() {
+            std::slice::from_ref(&implicit)
+        } else {
+            rule.matches.as_slice()
+        };
+        let hostnames: Vec<&str> = if rule.hostnames.is_empty() {
+            vec![""]
+        } else {
+            rule.hostnames.iter().map(String::as_str).collect()
+        };
+        for hostname in hostnames {
+            for (m, condition) in matches.iter().enumerate() {
+                let earlier = *first.entry((hostname, condition)).or_insert(owner);
+                if earlier != owner {
+                    let older = pending[earlier].route;
+                    let host = if hostname.is_empty() {
+                        "any hostname"
+                    } else {
+                        hostname
+                    };
+                    shadowed.entry(owner).or_default().push(format!(
+                        "rule {index} match {m} on {host} is identical to a match of {} {}/{}",
+                        older.kind.kind(),
+                        older.namespace,
+                        older.name
+                    ));
+                }
+            }
+        }
+    }
+    shadowed
+        .into_iter()
+        .map(|(owner, lines)| {
+            let route = pending[owner].route;
+            let more = lines.len().saturating_sub(LISTED);
+            let mut note = lines.into_iter().take(LISTED).collect::<Vec<_>>().join("; ");
+            if more > 0 {
+                note.push_str(&format!("; and {more} more"));
+            }
+            note.push_str(
+                ": the earlier route (older, or as old and first by namespace/name) takes precedence",
+            );
+            ObjectEvent {
+                api_version: GATEWAY_API_VERSION.to_owned(),
+                kind: route.kind.kind().to_owned(),
+                namespace: Some(route.namespace.to_owned()),
+                name: route.name.to_owned(),
+                warning: true,
+                reason: "RouteShadowed".to_owned(),
+                note,
+            }
+        })
+        .collect()
 }
 
 /// A route between binding and status: its parent outcomes, reference problems, and rules dropped so far

@@ -53,6 +53,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("v1", "secrets", "Secret", true),
     ("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", true),
     ("coordination.k8s.io/v1", "leases", "Lease", true),
+    ("events.k8s.io/v1", "events", "Event", true),
     ("apps/v1", "deployments", "Deployment", true),
     (
         "apiextensions.k8s.io/v1",
