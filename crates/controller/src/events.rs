@@ -52,7 +52,7 @@ impl EventLog {
         let mut kept = BTreeSet::new();
         let mut failed = 0;
         for event in current {
-            if recorded.contains(&event) {
+            if recorded.contains(&event) || kept.contains(&event) {
                 kept.insert(event);
                 continue;
             }

@@ -52,6 +52,8 @@ pub(crate) struct Policies<'a> {
     pub list: Vec<Policy<'a>>,
     /// The winning policy (index in `list`) per target, and the policies it wins over.
     winners: HashMap<TargetKey<'a>, (usize, Vec<usize>)>,
+    /// Invalid policies per target: they apply nowhere and win nothing, but report their status there.
+    invalid: HashMap<TargetKey<'a>, Vec<usize>>,
 }
 
 impl<'a> Policies<'a> {
@@ -84,13 +86,21 @@ impl<'a> Policies<'a> {
             let name = object.metadata.name.as_deref().unwrap_or("");
             let index = out.list.len();
             let mut lost = Vec::new();
-            let mut targets = 0;
-            for t in &object.spec.target_refs {
-                if !(t.group.is_empty() && t.kind == "Service") {
+            let service_targets = || {
+                object
+                    .spec
+                    .target_refs
+                    .iter()
+                    .filter(|t| t.group.is_empty() && t.kind == "Service")
+            };
+            let targets = service_targets().count();
+            let invalid = invalid_reason(object, targets);
+            for t in service_targets() {
+                let key = (namespace, t.name.as_str(), t.section_name.as_deref());
+                if invalid.is_some() {
+                    out.invalid.entry(key).or_default().push(index);
                     continue;
                 }
-                targets += 1;
-                let key = (namespace, t.name.as_str(), t.section_name.as_deref());
                 match out.winners.get_mut(&key) {
                     Some((winner, losers)) => {
                         if *winner != index && !losers.contains(&index) {
@@ -114,7 +124,7 @@ impl<'a> Policies<'a> {
                 namespace,
                 name,
                 tls: tls_of(object, namespace, &config_maps),
-                invalid: invalid_reason(object, targets),
+                invalid,
                 lost,
                 targets,
             });
@@ -139,13 +149,13 @@ impl<'a> Policies<'a> {
         ];
         for key in keys.into_iter().flatten() {
             if let Some((winner, losers)) = self.winners.get(&key) {
-                let usable = self.list.get(*winner).filter(|p| p.invalid.is_none());
-                if applied.is_none() && usable.is_some() {
-                    applied = usable;
+                if applied.is_none() {
+                    applied = self.list.get(*winner);
                 }
                 involved.push(*winner);
                 involved.extend(losers.iter().copied());
             }
+            involved.extend(self.invalid.get(&key).into_iter().flatten().copied());
         }
         (applied, involved)
     }

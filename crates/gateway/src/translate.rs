@@ -258,7 +258,9 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             }),
     );
     events.extend(resolver.events());
+    // A Service port resolved for an HTTPRoute and for a GRPCRoute reports the same thing twice.
     events.sort();
+    events.dedup();
     Translation {
         config,
         statuses,
