@@ -242,17 +242,13 @@ fn max_observed_generation(kind: &str, status: &Value, controller_name: &str) ->
             .unwrap_or(i64::MIN)
     };
     match kind {
-        "BackendTLSPolicy" => status
-            .get("ancestors")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|p| is_ours(p, controller_name))
-            .map(from_conditions)
-            .max()
-            .unwrap_or(i64::MIN),
-        "HTTPRoute" | "GRPCRoute" => status
-            .get("parents")
+        // Route parent entries and policy ancestor entries: only ours count.
+        "HTTPRoute" | "GRPCRoute" | "BackendTLSPolicy" => status
+            .get(if kind == "BackendTLSPolicy" {
+                "ancestors"
+            } else {
+                "parents"
+            })
             .and_then(Value::as_array)
             .into_iter()
             .flatten()

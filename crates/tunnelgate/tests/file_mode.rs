@@ -170,6 +170,25 @@ fn write_route(dir: &Path, host: &str, service: &str, extra: &str) {
     std::fs::write(dir.join(format!("route-{host}.yaml")), text).unwrap();
 }
 
+/// Starts `tunnelgate proxy --routes dir` and waits until it is ready; returns it and its data address.
+async fn proxy_with_routes(dir: &Path) -> (Running, SocketAddr) {
+    let (data, config) = (free_addr(), free_addr());
+    let child = bin()
+        .env_clear()
+        .args(["proxy", "--routes"])
+        .arg(dir)
+        .env("PROXY_ADDR", data.to_string())
+        .env("PROXY_CONFIG_ADDR", config.to_string())
+        .env("PROXY_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Running(child);
+    wait_ready(&Client::new(), config).await;
+    (proc, data)
+}
+
 /// Polls until `host` is served by `backend` (or answers `status` when `backend` is empty).
 async fn eventually(
     client: &Client,
@@ -209,21 +228,8 @@ async fn proxy_serves_gateway_api_files_and_follows_edits_without_restart() {
     write_route(&dir, "one.localhost", "svc-a", "");
     write_route(&dir, "two.localhost", "svc-b", "");
 
-    let (data, config) = (free_addr(), free_addr());
-    let child = bin()
-        .env_clear()
-        .args(["proxy", "--routes"])
-        .arg(&dir)
-        .env("PROXY_ADDR", data.to_string())
-        .env("PROXY_CONFIG_ADDR", config.to_string())
-        .env("PROXY_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _proc = Running(child);
+    let (_proc, data) = proxy_with_routes(&dir).await;
     let client = Client::new();
-    wait_ready(&client, config).await;
 
     // Each hostname reaches the backend its Service's EndpointSlice names; other hosts get no route.
     assert_eq!(
@@ -314,21 +320,8 @@ async fn proxy_dials_a_backend_over_tls_as_its_backend_tls_policy_says() {
     .unwrap();
     write_tls_policy(&dir, "api", "internal-ca", "api.internal");
 
-    let (data, config) = (free_addr(), free_addr());
-    let child = bin()
-        .env_clear()
-        .args(["proxy", "--routes"])
-        .arg(&dir)
-        .env("PROXY_ADDR", data.to_string())
-        .env("PROXY_CONFIG_ADDR", config.to_string())
-        .env("PROXY_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _proc = Running(child);
+    let (_proc, data) = proxy_with_routes(&dir).await;
     let client = Client::new();
-    wait_ready(&client, config).await;
 
     // The policy's CA and hostname verify the backend's certificate: the request goes through over TLS.
     eventually(&client, data, "tls.localhost", 200, "secure").await;
