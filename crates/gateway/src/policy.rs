@@ -37,7 +37,8 @@ pub(crate) struct Policy<'a> {
     pub tls: Result<Rc<wire::BackendTls>, (&'static str, String)>,
     /// `Accepted=False` (reason, message) when the policy itself is unusable.
     pub invalid: Option<(&'static str, String)>,
-    /// Targets (Service, port name or whole Service) where an older policy with the same target wins.
+    /// Targets (Service, port name or whole Service) where another policy with the same target wins: an older
+    /// one, or one as old and first by namespace/name.
     pub lost: Vec<String>,
     /// How many targets the policy names.
     pub targets: usize,
@@ -108,9 +109,9 @@ impl<'a> Policies<'a> {
                             let winner = out.list.get(*winner).map_or("", |p| p.name);
                             lost.push(match t.section_name.as_deref() {
                                 Some(port) => {
-                                    format!("Service {} port {port} (policy {winner} is older)", t.name)
+                                    format!("Service {} port {port} (policy {winner} wins)", t.name)
                                 }
-                                None => format!("Service {} (policy {winner} is older)", t.name),
+                                None => format!("Service {} (policy {winner} wins)", t.name),
                             });
                         }
                     }
@@ -208,7 +209,7 @@ impl<'a> Policies<'a> {
                         false,
                         "Conflicted",
                         format!(
-                            "an older policy applies to every target: {}",
+                            "another policy, older or first by name, wins every target: {}",
                             policy.lost.join("; ")
                         ),
                     ),
@@ -218,7 +219,7 @@ impl<'a> Policies<'a> {
                         true,
                         "Accepted",
                         format!(
-                            "policy is accepted; an older policy applies instead to {}",
+                            "policy is accepted; another policy, older or first by name, applies instead to {}",
                             policy.lost.join("; ")
                         ),
                     ),
