@@ -134,7 +134,7 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
                     name: s.name.clone(),
                     warning: true,
                     reason: "ConfigRejected".to_owned(),
-                    note: format!("a proxy replica rejected the routing document: {message}"),
+                    note: message.clone(),
                 }),
         );
     }
