@@ -102,10 +102,15 @@ def test_features_the_controller_refuses_fail_at_render_time():
     assert "cloudflare.sync is not implemented by the tunnelgate" in err
     err = render_error({"controller": {"tracing": {"enabled": True}}})
     assert "controller.tracing.enabled is not implemented by the tunnelgate" in err
-    err = render_error({"proxy": {"tunnel": {"protocol": "quic"}}})
-    assert "proxy.tunnel.protocol=quic is refused by the tunnelgate" in err
-    # Standalone mode has no tunnel, so the protocol value is inert there.
-    helm_template({"proxy": {"mode": "standalone", "tunnel": {"protocol": "quic"}}})
+
+
+def test_the_tunnel_protocol_reaches_the_controller_in_tunnel_mode_only():
+    """Under quic the controller does not accept GRPCRoutes (the edge cannot carry their trailers); standalone
+    proxies have no tunnel, so the value must not reach the controller there."""
+    assert args_map(controller_deployment(render({"proxy": {"tunnel": {"protocol": "quic"}}})))["tunnel-protocol"] == "quic"
+    assert args_map(controller_deployment(render()))["tunnel-protocol"] == "auto"
+    standalone = helm_template({"proxy": {"mode": "standalone", "tunnel": {"protocol": "quic"}}})
+    assert "tunnel-protocol" not in args_map(controller_deployment(standalone))
 
 
 def test_cluster_domain_omitted_when_empty(default_docs):

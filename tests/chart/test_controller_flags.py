@@ -66,6 +66,7 @@ def _help_flags(help_text: str) -> set:
 SCENARIOS = {
     "defaults": lambda: render(),
     "standalone": lambda: helm_template({"proxy": {"mode": "standalone"}}),
+    "quic": lambda: render({"proxy": {"tunnel": {"protocol": "quic"}}}),
     "everything-set": lambda: render(
         {
             "gatewayClass": {"controllerName": "example.com/ctl"},
@@ -149,7 +150,6 @@ def test_rendered_args_get_the_controller_as_far_as_the_api_server(scenario, tun
     [
         (["--cloudflare-sync=true"], "cloudflare.sync"),
         (["--tracing-enabled=true"], "controller.tracing.enabled"),
-        (["--tunnel-protocol=quic"], "proxy.tunnel.protocol=quic"),
     ],
 )
 def test_features_the_chart_refuses_are_still_refused_by_the_controller(flags, chart_value, tunnelgate, tmp_path):

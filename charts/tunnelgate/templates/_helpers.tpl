@@ -191,7 +191,4 @@ Value combinations that cannot work, failed at render time rather than as a cras
 {{- if .Values.controller.tracing.enabled }}
 {{- fail (printf "controller.tracing.enabled is not implemented by the tunnelgate %s controller; leave it false" .Chart.AppVersion) }}
 {{- end }}
-{{- if and (eq .Values.proxy.mode "tunnel") (eq (lower .Values.proxy.tunnel.protocol) "quic") }}
-{{- fail (printf "proxy.tunnel.protocol=quic is refused by the tunnelgate %s controller (gRPC needs trailers, which the edge does not carry over QUIC, and rejecting GRPCRoutes under quic is not built yet); use auto or http2" .Chart.AppVersion) }}
-{{- end }}
 {{- end }}

@@ -34,6 +34,9 @@ pub struct ControllerOptions {
     pub tunnel_token: Option<TunnelTokenOptions>,
     /// The proxy Deployment whose pod template gets `tunnelgate.dev/auth-token-hash` (controller.md §8).
     pub proxy_deployment: Option<ObjectName>,
+    /// The proxies run the tunnel over explicit QUIC (`--tunnel-protocol=quic`): GRPCRoutes are not accepted
+    /// (controller.md §6.4; see `TranslateOptions::reject_grpc_routes`).
+    pub reject_grpc_routes: bool,
     /// Quiet time a burst of changes must leave before a sync runs.
     pub debounce: Duration,
     /// Upper bound on how long a continuous stream of changes can hold a sync back.
@@ -56,6 +59,7 @@ impl ControllerOptions {
             auth_token: None,
             tunnel_token: None,
             proxy_deployment: None,
+            reject_grpc_routes: false,
             debounce: Duration::from_millis(50),
             debounce_max_delay: Duration::from_millis(250),
         }

@@ -94,6 +94,7 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
         config_acknowledged: acknowledged,
         gateway_addresses: ctx.gateway_addresses.borrow().clone(),
         bundle_version: ctx.bundle_version.borrow().clone(),
+        reject_grpc_routes: ctx.opts.reject_grpc_routes,
         ..TranslateOptions::default()
     };
     let started = Instant::now();

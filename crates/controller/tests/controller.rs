@@ -635,6 +635,38 @@ async fn a_backend_tls_policy_gets_ancestor_status_and_its_missing_ca_fails_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_explicit_quic_a_grpc_route_is_not_accepted_and_not_served() {
+    let c = cluster().await;
+    let proxy = Proxy::start().await;
+    c.api.apply(proxy.slice("proxy-headless-a", true));
+    c.api
+        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    c.api.apply(json!({
+        "apiVersion": GW_V1, "kind": "GRPCRoute",
+        "metadata": {"namespace": "default", "name": "greeter", "generation": 1},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["grpc.example.com"],
+                 "rules": [{"backendRefs": [{"name": "app", "port": 80}]}]}
+    }));
+    let mut opts = options();
+    opts.reject_grpc_routes = true;
+    let _controller = Controller::start(c.api.client(), opts).await.unwrap();
+    let accepted = || {
+        let route = c.api.get(GW_V1, "GRPCRoute", "default", "greeter")?;
+        let c = condition(&our_parent(&route["status"])?["conditions"], "Accepted")?;
+        Some((c["status"].as_str()?.to_owned(), c["reason"].as_str()?.to_owned()))
+    };
+    wait_until("the GRPCRoute's status", Duration::from_secs(10), || async {
+        accepted() == Some(("False".into(), "UnsupportedValue".into()))
+    })
+    .await;
+    wait_until("the HTTPRoute serves", Duration::from_secs(10), || async {
+        serves(&proxy, "app.example.com").await
+    })
+    .await;
+    assert_eq!(proxy.get("grpc.example.com", "/hello").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_gateway_class_holds_the_finalizer_while_a_gateway_names_it() {
     let c = cluster().await;
     let proxy = Proxy::start().await;

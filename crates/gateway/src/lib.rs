@@ -105,6 +105,11 @@ pub struct TranslateOptions {
     /// The `gateway.networking.k8s.io/bundle-version` annotation of the Gateway API CRDs, when known. `None`:
     /// `SupportedVersion` is reported True without a check (file mode).
     pub bundle_version: Option<String>,
+    /// The proxies run the tunnel over QUIC by explicit choice (`--tunnel-protocol=quic`), where the Cloudflare
+    /// edge does not carry the HTTP/2 trailers gRPC needs: GRPCRoutes are not accepted by any of our Gateways
+    /// (`Accepted=False/UnsupportedValue`) and none of their rules reach the document. `auto` needs no such
+    /// rejection: the proxies move to HTTP/2 when the document has a GRPCRoute.
+    pub reject_grpc_routes: bool,
 }
 
 /// The result of [`translate`].
@@ -162,6 +167,7 @@ impl Default for TranslateOptions {
             config_acknowledged: false,
             gateway_addresses: Vec::new(),
             bundle_version: None,
+            reject_grpc_routes: false,
         }
     }
 }

@@ -22,6 +22,11 @@ type ParentOutcome<'r> = (
     Result<(usize, Binding), (&'static str, String)>,
 );
 
+/// The `Accepted=False` message of a GRPCRoute under [`TranslateOptions::reject_grpc_routes`].
+const GRPC_OVER_QUIC: &str = "GRPCRoutes are not served while the proxies run the tunnel over QUIC \
+     (--tunnel-protocol=quic): the Cloudflare edge does not carry the HTTP/2 trailers gRPC needs over QUIC; use \
+     auto or http2";
+
 /// Translates a snapshot into the routing document and the status of every object we manage.
 ///
 /// Pure and deterministic: the same snapshot and options give the same result.
@@ -117,6 +122,13 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
                     ));
                 }
                 None => {}
+            }
+        }
+        if opts.reject_grpc_routes && route.kind.is_grpc() {
+            for (_, outcome) in &mut outcomes {
+                if outcome.is_ok() {
+                    *outcome = Err(("UnsupportedValue", GRPC_OVER_QUIC.to_owned()));
+                }
             }
         }
 

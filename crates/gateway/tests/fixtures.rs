@@ -1,7 +1,7 @@
 //! Table-driven translation tests: every directory under `tests/fixtures/` holds `input.yaml` (Gateway API and
 //! core objects) and `expected.json` (the `routes check` report: the config document and each object's status).
 //! Optional `options.json` overrides translation options (`backendResolution`, `configAcknowledged`,
-//! `gatewayAddresses`, `bundleVersion`, `adopt`).
+//! `gatewayAddresses`, `bundleVersion`, `adopt`, `rejectGrpcRoutes`).
 //!
 //! `UPDATE_FIXTURES=1 cargo test -p tunnelgate-gateway --test fixtures` rewrites `expected.json` from the
 //! current output; review the diff before committing it.
@@ -33,6 +33,9 @@ fn options(dir: &Path) -> TranslateOptions {
     }
     if let Some(a) = v["gatewayAddresses"].as_array() {
         opts.gateway_addresses = a.iter().map(|x| x.as_str().unwrap().to_owned()).collect();
+    }
+    if let Some(b) = v["rejectGrpcRoutes"].as_bool() {
+        opts.reject_grpc_routes = b;
     }
     if let Some(b) = v["bundleVersion"].as_str() {
         opts.bundle_version = Some(b.to_owned());

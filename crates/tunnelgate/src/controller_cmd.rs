@@ -106,7 +106,8 @@ struct Flags {
     /// The proxy Deployment, `NAME` or `NAMESPACE/NAME`: rolled when the auth token changes.
     #[arg(long, env = "TUNNELGATE_PROXY_DEPLOYMENT")]
     proxy_deployment: Option<String>,
-    /// The proxies' tunnel protocol (auto, http2). `quic` is refused: rejecting GRPCRoutes under it is not built.
+    /// The proxies' tunnel protocol: auto, quic or http2. Under `quic` GRPCRoutes are not accepted, since the edge
+    /// does not carry gRPC's trailers over QUIC; `auto` proxies move to HTTP/2 when there is a GRPCRoute.
     #[arg(long, env = "TUNNELGATE_TUNNEL_PROTOCOL", default_value = "auto")]
     tunnel_protocol: String,
     /// Service backends: `endpoints` (one backend per ready endpoint) or `dns` (the Service DNS name).
@@ -196,14 +197,7 @@ fn refuse_unimplemented(args: &Flags) -> anyhow::Result<()> {
             "--tracing-endpoint and --tracing-sample-rate only apply to --tracing-enabled, which is not implemented"
         );
     }
-    match args.tunnel_protocol.to_ascii_lowercase().as_str() {
-        "auto" | "http2" | "" => Ok(()),
-        "quic" => bail!(
-            "--tunnel-protocol=quic is not supported by this controller: GRPCRoutes would have to be rejected \
-             (controller.md §6.4), which is not built; use auto or http2"
-        ),
-        other => bail!("--tunnel-protocol must be auto, quic or http2, not {other:?}"),
-    }
+    Ok(())
 }
 
 fn controller_options(
@@ -285,6 +279,11 @@ fn controller_options(
     if let Some(deployment) = &args.proxy_deployment {
         opts.proxy_deployment = Some(in_pod_namespace("--proxy-deployment", deployment)?);
     }
+    opts.reject_grpc_routes = match args.tunnel_protocol.trim().to_ascii_lowercase().as_str() {
+        "auto" | "http2" | "" => false,
+        "quic" => true,
+        other => bail!("--tunnel-protocol must be auto, quic or http2, not {other:?}"),
+    };
     Ok(opts)
 }
 
@@ -475,8 +474,6 @@ mod tests {
             &["--proxy-service=p", "--cloudflare-account-id=0123"],
             &["--proxy-service=p", "--tracing-enabled=true"],
             &["--proxy-service=p", "--tracing-endpoint=http://otel:4317"],
-            &["--proxy-service=p", "--tunnel-protocol=quic"],
-            &["--proxy-service=p", "--tunnel-protocol=carrier-pigeon"],
         ] {
             let err = refuse_unimplemented(&parse(argv)).unwrap_err().to_string();
             assert!(err.contains("not") || err.contains("must"), "{argv:?}: {err}");
@@ -495,6 +492,9 @@ mod tests {
         assert!(bad(&["--proxy-service=p", "--metrics-addr=:http"]).contains("--metrics-addr"));
         assert!(bad(&["--proxy-service=p", "--proxy-push-timeout=0s"]).contains("--proxy-push-timeout"));
         assert!(bad(&["--proxy-endpoints=ftp://x:1"]).contains("--proxy-endpoints"));
+        assert!(
+            bad(&["--proxy-service=p", "--tunnel-protocol=carrier-pigeon"]).contains("--tunnel-protocol")
+        );
         let mut cli = vec!["controller", "--proxy-push-timeout=ten"];
         cli.push("--proxy-service=p");
         assert!(
@@ -521,5 +521,23 @@ mod tests {
         assert_eq!(opts.cluster_domain, "cluster.local");
         assert_eq!(opts.controller_name, "tunnelgate.dev/gateway-controller");
         assert!(matches!(opts.proxy_targets, ProxyTargets::Urls(ref u) if u[0].host == "proxy.tg.svc"));
+        assert!(!opts.reject_grpc_routes);
+    }
+
+    #[test]
+    fn only_explicit_quic_rejects_grpc_routes() {
+        for (protocol, rejects) in [
+            ("auto", false),
+            ("http2", false),
+            ("", false),
+            ("quic", true),
+            ("QUIC", true),
+        ] {
+            let flag = format!("--tunnel-protocol={protocol}");
+            let args = parse(&["--proxy-service=p", &flag]);
+            refuse_unimplemented(&args).unwrap();
+            let opts = controller_options(&args, "tg", "me".into(), "").unwrap();
+            assert_eq!(opts.reject_grpc_routes, rejects, "{protocol}");
+        }
     }
 }

@@ -41,6 +41,16 @@ struct CheckArgs {
     /// `endpoints`: one backend per ready EndpointSlice endpoint; `dns`: always the Service DNS name.
     #[arg(long, env = "TUNNELGATE_BACKEND_RESOLUTION", value_enum, default_value_t = Resolution::Endpoints)]
     backend_resolution: Resolution,
+    /// The proxies' tunnel protocol, as the controller's flag: under `quic` GRPCRoutes are not accepted.
+    #[arg(long, env = "TUNNELGATE_TUNNEL_PROTOCOL", value_enum, ignore_case = true, default_value_t = Protocol::Auto)]
+    tunnel_protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    Auto,
+    Quic,
+    Http2,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -72,6 +82,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         },
         adopt_gateways_without_class: true,
         now: Time(Timestamp::now()),
+        reject_grpc_routes: args.tunnel_protocol == Protocol::Quic,
         ..Default::default()
     };
     let report = tunnelgate_gateway::check(&snapshot, &opts);

@@ -111,6 +111,69 @@ fn routes_check_exits_non_zero_for_a_route_with_unresolved_refs_or_not_accepted(
 }
 
 #[test]
+fn routes_check_under_quic_rejects_grpc_routes_and_keeps_http_routes() {
+    let dir = temp_dir("check-quic");
+    std::fs::write(dir.join("gateway.yaml"), GATEWAY).unwrap();
+    write_service(&dir, "app", 18081);
+    std::fs::write(
+        dir.join("routes.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: greeter}\n\
+         spec: {parentRefs: [{name: local}], rules: [{backendRefs: [{name: app, port: 80}]}]}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\n\
+         spec: {parentRefs: [{name: local}], rules: [{backendRefs: [{name: app, port: 80}]}]}\n",
+    )
+    .unwrap();
+    let check = |protocol: &str| {
+        let out = bin()
+            .args(["routes", "check", "--tunnel-protocol", protocol])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            report,
+        )
+    };
+
+    let (code, _, report) = check("auto");
+    assert_eq!(code, Some(0));
+    assert_eq!(report["config"]["hasGrpcRoute"], true);
+    assert_eq!(report["config"]["rules"].as_array().unwrap().len(), 2);
+
+    let (code, stderr, report) = check("quic");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("GRPCRoute default/greeter"), "{stderr}");
+    assert!(!stderr.contains("HTTPRoute"), "{stderr}");
+    assert!(report["config"].get("hasGrpcRoute").is_none(), "{report}");
+    let rules = report["config"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{report}");
+    let grpc = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "GRPCRoute")
+        .unwrap();
+    let accepted = &grpc["status"]["parents"][0]["conditions"][0];
+    assert_eq!(accepted["type"], "Accepted");
+    assert_eq!(accepted["status"], "False");
+    assert_eq!(accepted["reason"], "UnsupportedValue");
+    assert!(
+        accepted["message"].as_str().unwrap().contains("QUIC"),
+        "{accepted}"
+    );
+
+    let out = bin()
+        .args(["routes", "check", "--tunnel-protocol", "pigeon"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn routes_check_reports_a_bad_file_by_name_and_document() {
     let dir = temp_dir("check-invalid");
     std::fs::write(dir.join("a.yaml"), GATEWAY).unwrap();
