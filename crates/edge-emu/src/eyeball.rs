@@ -44,8 +44,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<OriginBody> {
     r
 }
 
-fn cf_ray() -> String {
-    let n: u64 = rand::random();
+fn cf_ray(inner: &Inner) -> String {
+    let n = u64::from_le_bytes(inner.random_bytes());
     format!("{n:016x}-TST")
 }
 
@@ -74,7 +74,7 @@ async fn handle(
         .unwrap_or_else(|| "localhost".into());
     let h = req.headers_mut();
     let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
-    h.insert("cf-ray", hv(&cf_ray()));
+    h.insert("cf-ray", hv(&cf_ray(&inner)));
     h.insert("cf-connecting-ip", hv(&peer.ip().to_string()));
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {}", peer.ip()),

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
@@ -71,6 +73,9 @@ pub struct EmulatorConfig {
     pub eyeball_scheme: String,
     /// Reuse this CA key (PEM) instead of generating one.
     pub ca_key_pem: Option<String>,
+    /// Seeds the emulator's random choices (connection UUIDs, `Cf-Ray` ids), so that a run repeats them;
+    /// `None` draws them from the OS. Keys and certificates stay random (`ca_key_pem` pins the CA).
+    pub seed: Option<u64>,
 }
 
 impl Default for EmulatorConfig {
@@ -86,6 +91,7 @@ impl Default for EmulatorConfig {
             script: Vec::new(),
             eyeball_scheme: "https".into(),
             ca_key_pem: None,
+            seed: None,
         }
     }
 }
@@ -149,6 +155,8 @@ pub(crate) struct Inner {
     events: broadcast::Sender<Value>,
     drop_switch: Arc<udp::DropSwitch>,
     refuse_tcp: AtomicBool,
+    /// Every random choice of a run, seeded by `EmulatorConfig::seed`.
+    rng: Mutex<StdRng>,
 }
 
 fn now_ms() -> u64 {
@@ -158,6 +166,14 @@ fn now_ms() -> u64 {
 }
 
 impl Inner {
+    /// Random bytes from the run's source (seeded or not).
+    pub(crate) fn random_bytes<const N: usize>(&self) -> [u8; N] {
+        match self.rng.lock() {
+            Ok(mut rng) => rng.random(),
+            Err(poisoned) => poisoned.into_inner().random(),
+        }
+    }
+
     pub(crate) fn emit(&self, event: &str, mut fields: Value) {
         if let Some(m) = fields.as_object_mut() {
             m.insert("event".into(), json!(event));
@@ -375,7 +391,7 @@ impl Inner {
         if duplicate {
             return refuse("EDUPCONN", true, 0);
         }
-        let uuid = Uuid::new_v4();
+        let uuid = uuid::Builder::from_random_bytes(self.random_bytes()).into_uuid();
         let edge = self.with_conn(id, |e| {
             e.registration = Some(req.clone());
             e.uuid = Some(uuid);
@@ -592,6 +608,10 @@ impl Emulator {
             events,
             drop_switch: Arc::new(udp::DropSwitch::default()),
             refuse_tcp: AtomicBool::new(false),
+            rng: Mutex::new(match config.seed {
+                Some(seed) => StdRng::seed_from_u64(seed),
+                None => StdRng::from_os_rng(),
+            }),
         });
         let mut tasks = JoinSet::new();
         let mut edge_addrs = Vec::new();

@@ -169,3 +169,34 @@ async fn remote_configuration_and_udp_sessions() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `--seed`: a run with the same seed repeats the connection UUID and the `Cf-Ray` ids; another seed does not.
+#[tokio::test]
+async fn a_seeded_emulator_repeats_its_random_choices() {
+    async fn run(seed: u64) -> Vec<String> {
+        let s = seeded_setup(ProtocolChoice::Http2, 1, Some(seed)).await;
+        let mut seen = vec![
+            s.emulator.state()["connections"][0]["connection"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ];
+        let c = client();
+        for _ in 0..2 {
+            let r = get(&c, s.emulator.http_addr, "/hello").await;
+            assert_eq!(r.status, 200);
+            seen.push(r.headers.get("x-cf-ray").unwrap().to_str().unwrap().to_owned());
+        }
+        s.tunnel.shutdown().await;
+        seen
+    }
+    let first = run(7).await;
+    assert_eq!(first.len(), 3);
+    assert_ne!(first[1], first[2], "each request gets its own id");
+    assert_eq!(run(7).await, first);
+    let other = run(8).await;
+    assert!(
+        other.iter().zip(&first).all(|(a, b)| a != b),
+        "{other:?} vs {first:?}"
+    );
+}

@@ -80,12 +80,17 @@ impl TunnelToken {
 
     /// Fresh random credentials, as `cloudflared tunnel create` would make (used by the emulator).
     pub fn generate() -> Self {
-        let account: [u8; 16] = rand::random();
-        let secret: [u8; 32] = rand::random();
+        Self::generate_with(&mut rand::rng())
+    }
+
+    /// [`TunnelToken::generate`] with the caller's random source (a seeded one gives the same token every time).
+    pub fn generate_with(rng: &mut impl rand::Rng) -> Self {
+        let account: [u8; 16] = rng.random();
+        let secret: [u8; 32] = rng.random();
         Self {
             account_tag: account.iter().map(|b| format!("{b:02x}")).collect(),
             secret: secret.to_vec(),
-            tunnel_id: Uuid::new_v4(),
+            tunnel_id: uuid::Builder::from_random_bytes(rng.random()).into_uuid(),
             endpoint: None,
         }
     }

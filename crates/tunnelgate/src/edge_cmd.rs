@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tunnelgate_edge_emu::{Emulator, EmulatorConfig, ExpectedCredentials, FaultRule};
 use tunnelgate_tunnel::TunnelToken;
 
@@ -62,6 +64,10 @@ struct Flags {
     /// Scheme placed in `dest` and X-Forwarded-Proto.
     #[arg(long, default_value = "https")]
     eyeball_scheme: String,
+    /// Seed the random choices (connection UUIDs, Cf-Ray ids, the credentials of --token-out), so that a run
+    /// repeats them. Keys and certificates stay random (--ca-key-out keeps the CA).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
 }
 
 /// Writes `contents` to `path` atomically (temporary file in the same directory, then rename).
@@ -80,6 +86,9 @@ fn write_atomic(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mixed into `--seed` for the generated credentials.
+const TOKEN_STREAM: u64 = 0x746f_6b65_6e00_0001;
+
 fn expected(args: &Flags) -> anyhow::Result<(ExpectedCredentials, Option<TunnelToken>)> {
     if let Some(t) = &args.token {
         let t = TunnelToken::parse(t).context("--token")?;
@@ -91,7 +100,11 @@ fn expected(args: &Flags) -> anyhow::Result<(ExpectedCredentials, Option<TunnelT
         return Ok((exp, None));
     }
     if args.token_out.is_some() {
-        let t = TunnelToken::generate();
+        let t = match args.seed {
+            // Its own stream, so the credentials do not take the emulator's first draws.
+            Some(seed) => TunnelToken::generate_with(&mut StdRng::seed_from_u64(seed ^ TOKEN_STREAM)),
+            None => TunnelToken::generate(),
+        };
         let exp = ExpectedCredentials {
             account_tag: Some(t.account_tag.clone()),
             tunnel_id: Some(t.tunnel_id),
@@ -154,6 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         script,
         eyeball_scheme: args.eyeball_scheme.clone(),
         ca_key_pem,
+        seed: args.seed,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

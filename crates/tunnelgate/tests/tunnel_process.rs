@@ -455,3 +455,39 @@ async fn auto_protocol_dials_quic_without_a_config_then_switches_live_to_http2_f
     let _ = std::fs::remove_file(&emu.ca);
     let _ = std::fs::remove_file(&log);
 }
+
+/// `edge-emulator --seed N --token-out PATH` writes the same credentials on every run with the same seed.
+#[test]
+fn a_seeded_emulator_writes_the_same_token_every_time() {
+    let token = |seed: Option<&str>, run: &str| {
+        let token_file = temp_path(run, "seeded-token");
+        let ca = temp_path(run, "seeded-ca.pem");
+        let mut cmd = bin();
+        cmd.arg("edge-emulator")
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--ca-out"])
+            .arg(&ca)
+            .arg("--token-out")
+            .arg(&token_file)
+            .stdout(Stdio::piped());
+        if let Some(seed) = seed {
+            cmd.args(["--seed", seed]);
+        }
+        let mut proc = Running(cmd.spawn().unwrap());
+        Events::new(&mut proc.0).wait_for("started", 1, Duration::from_secs(20));
+        let text = std::fs::read_to_string(&token_file).unwrap();
+        let _ = std::fs::remove_file(&token_file);
+        let _ = std::fs::remove_file(&ca);
+        tunnelgate_tunnel::TunnelToken::parse(text.trim()).unwrap()
+    };
+    let first = token(Some("42"), "seed-a");
+    let again = token(Some("42"), "seed-b");
+    assert_eq!(
+        (&first.account_tag, &first.secret, first.tunnel_id),
+        (&again.account_tag, &again.secret, again.tunnel_id)
+    );
+    let other = token(Some("43"), "seed-c");
+    assert_ne!(first.secret, other.secret);
+    let unseeded = token(None, "seed-d");
+    assert_ne!(first.secret, unseeded.secret);
+}

@@ -59,12 +59,13 @@ async fn backend(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let ray = req.headers().get("cf-ray").is_some();
+            let ray = req.headers().get("cf-ray").cloned();
             Response::builder()
                 .header("x-multi", "a")
                 .header("x-multi", "b")
                 .header("x-seen-host", host)
-                .header("x-seen-cf-ray", ray.to_string())
+                .header("x-seen-cf-ray", ray.is_some().to_string())
+                .header("x-cf-ray", ray.unwrap_or(http::HeaderValue::from_static("")))
                 .header("content-type", "text/plain")
                 .body(full_body("hello"))
                 .unwrap()
@@ -217,9 +218,18 @@ pub fn tunnel_config(
 }
 
 pub async fn emulator(listeners: usize, script: Vec<tunnelgate_edge_emu::FaultRule>) -> Emulator {
+    seeded_emulator(listeners, script, None).await
+}
+
+pub async fn seeded_emulator(
+    listeners: usize,
+    script: Vec<tunnelgate_edge_emu::FaultRule>,
+    seed: Option<u64>,
+) -> Emulator {
     let config = EmulatorConfig {
         listen: vec!["127.0.0.1:0".parse().unwrap(); listeners],
         script,
+        seed,
         ..EmulatorConfig::default()
     };
     Emulator::start(config).await.unwrap()
@@ -235,9 +245,14 @@ pub fn init_logs() {
 }
 
 pub async fn setup(protocol: ProtocolChoice, ha: u8) -> Setup {
+    seeded_setup(protocol, ha, None).await
+}
+
+/// [`setup`] with the emulator's random choices seeded.
+pub async fn seeded_setup(protocol: ProtocolChoice, ha: u8, seed: Option<u64>) -> Setup {
     init_logs();
     let backend = start_backend().await;
-    let emulator = emulator(ha as usize, Vec::new()).await;
+    let emulator = seeded_emulator(ha as usize, Vec::new(), seed).await;
     let ca_file = write_ca(&emulator, "setup");
     let metrics = TunnelMetrics::default();
     let tunnel = Tunnel::start(
