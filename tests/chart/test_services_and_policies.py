@@ -135,7 +135,8 @@ def test_proxy_policy_egress_restricted():
     edge = egress[1]
     assert {(p["port"], p["protocol"]) for p in edge["ports"]} == {(443, "TCP"), (7844, "TCP"), (7844, "UDP")}
     assert len(edge["to"]) > 0 and all("ipBlock" in t for t in edge["to"])
-    assert egress[2] == {"to": [{"namespaceSelector": {}}]}
+    assert egress[2] == {"to": [{"ipBlock": {"cidr": "1.1.1.1/32"}}], "ports": [{"port": 853, "protocol": "TCP"}]}
+    assert egress[3] == {"to": [{"namespaceSelector": {}}]}
     for cidr in _all_ip_blocks(pol):
         assert ipaddress.ip_network(cidr).prefixlen > 0, cidr
 

@@ -2,6 +2,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
 use rand::Rng as _;
 
@@ -16,6 +22,13 @@ pub enum DiscoveryError {
     TooFewTargets(String),
     #[error("no edge addresses")]
     Empty,
+    #[error("{first}; then over DNS-over-TLS to {server}: {second}")]
+    Fallback {
+        first: Box<DiscoveryError>,
+        /// `addr (server name)`.
+        server: String,
+        second: String,
+    },
 }
 
 /// The SRV service name for an optional region (`e` in the token).
@@ -62,17 +75,137 @@ pub async fn resolve_edge_list(list: &[String]) -> Result<[Vec<SocketAddr>; 2], 
     Ok(regions)
 }
 
-/// Resolves the edge by DNS SRV: target 0 is region 1, target 1 region 2, each with every A/AAAA record.
+/// How SRV discovery resolves names (tunnel.md §2): a first resolver, then, when it fails, the same queries over
+/// DNS-over-TLS.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// `None`: the system resolver (`/etc/resolv.conf`); otherwise these name servers.
+    pub primary: Option<hickory_resolver::config::ResolverConfig>,
+    /// Asked when the first resolver fails; `None` turns the fallback off.
+    pub fallback: Option<DotServer>,
+}
+
+impl Default for Discovery {
+    /// The system resolver, then Cloudflare's DNS-over-TLS service.
+    fn default() -> Self {
+        Self {
+            primary: None,
+            fallback: Some(DotServer::default()),
+        }
+    }
+}
+
+/// A DNS-over-TLS server for the discovery fallback.
+#[derive(Debug, Clone)]
+pub struct DotServer {
+    pub addr: SocketAddr,
+    /// The name its certificate must carry (sent as SNI).
+    pub server_name: String,
+    /// `None`: the built-in web PKI roots.
+    pub ca_pem: Option<String>,
+    /// Bounds the whole fallback: the SRV query and the lookups of its targets.
+    pub timeout: Duration,
+}
+
+impl Default for DotServer {
+    /// `1.1.1.1:853`, `cloudflare-dns.com`, 15 s.
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([1, 1, 1, 1], 853)),
+            server_name: "cloudflare-dns.com".to_owned(),
+            ca_pem: None,
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl DotServer {
+    fn resolver(&self) -> Result<Resolver<TokioRuntimeProvider>, String> {
+        let mut connection = ConnectionConfig::tls(Arc::from(self.server_name.as_str()));
+        connection.port = self.addr.port();
+        let mut server = NameServerConfig::tls(self.addr.ip(), Arc::from(self.server_name.as_str()));
+        server.connections = vec![connection];
+        let config = ResolverConfig::from_parts(None, Vec::new(), vec![server]);
+        let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_tls_config(self.tls_config()?);
+        builder.options_mut().timeout = self.timeout;
+        builder.build().map_err(|e| e.to_string())
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_pem {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(pem) => {
+                for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                    let cert = cert.map_err(|e| format!("DNS-over-TLS CA: {e}"))?;
+                    roots.add(cert).map_err(|e| format!("DNS-over-TLS CA: {e}"))?;
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+/// Resolves the edge by DNS SRV: target 0 is region 1, target 1 region 2, each with every A/AAAA record. The
+/// system resolver first; if that fails, Cloudflare's DNS-over-TLS service.
 pub async fn discover_srv(region: Option<&str>) -> Result<[Vec<SocketAddr>; 2], DiscoveryError> {
-    use hickory_resolver::proto::rr::RData;
+    discover_srv_with(region, &Discovery::default()).await
+}
+
+/// [`discover_srv`] with the given resolvers. When the first fails (an error, or fewer than 2 targets), the SRV
+/// query and the target lookups are made again over DNS-over-TLS; the error then names both failures.
+pub async fn discover_srv_with(
+    region: Option<&str>,
+    discovery: &Discovery,
+) -> Result<[Vec<SocketAddr>; 2], DiscoveryError> {
     let name = srv_name(region);
-    let resolver = hickory_resolver::Resolver::builder_tokio()
-        .and_then(|b| b.build())
-        .map_err(|e| DiscoveryError::Resolve(name.clone(), e.to_string()))?;
+    let primary = match &discovery.primary {
+        None => Resolver::builder_tokio().and_then(|b| b.build()),
+        Some(config) => {
+            Resolver::builder_with_config(config.clone(), TokioRuntimeProvider::default()).build()
+        }
+    };
+    let first = match primary {
+        Ok(resolver) => srv_regions(&resolver, &name).await,
+        Err(e) => Err(DiscoveryError::Resolve(name.clone(), e.to_string())),
+    };
+    let (failure, dot) = match (first, &discovery.fallback) {
+        (Ok(regions), _) => return Ok(regions),
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(dot)) => (e, dot),
+    };
+    tracing::warn!(error = %failure, server = %dot.addr, "edge discovery: the system resolver failed; asking over DNS-over-TLS");
+    let second = match dot.resolver() {
+        Err(e) => e,
+        Ok(resolver) => match tokio::time::timeout(dot.timeout, srv_regions(&resolver, &name)).await {
+            Ok(Ok(regions)) => return Ok(regions),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", dot.timeout),
+        },
+    };
+    Err(DiscoveryError::Fallback {
+        first: Box::new(failure),
+        server: format!("{} ({})", dot.addr, dot.server_name),
+        second,
+    })
+}
+
+/// The SRV query for `name` and the address lookups of its first two targets, all through `resolver`.
+async fn srv_regions(
+    resolver: &Resolver<TokioRuntimeProvider>,
+    name: &str,
+) -> Result<[Vec<SocketAddr>; 2], DiscoveryError> {
+    use hickory_resolver::proto::rr::RData;
     let lookup = resolver
-        .srv_lookup(name.as_str())
+        .srv_lookup(name)
         .await
-        .map_err(|e| DiscoveryError::Resolve(name.clone(), e.to_string()))?;
+        .map_err(|e| DiscoveryError::Resolve(name.to_owned(), e.to_string()))?;
     let mut targets = Vec::new();
     for r in lookup.answers() {
         if let RData::SRV(srv) = &r.data {
@@ -80,7 +213,7 @@ pub async fn discover_srv(region: Option<&str>) -> Result<[Vec<SocketAddr>; 2], 
         }
     }
     if targets.len() < 2 {
-        return Err(DiscoveryError::TooFewTargets(name));
+        return Err(DiscoveryError::TooFewTargets(name.to_owned()));
     }
     let mut regions: [Vec<SocketAddr>; 2] = [Vec::new(), Vec::new()];
     for (i, (target, port)) in targets.iter().take(2).enumerate() {
