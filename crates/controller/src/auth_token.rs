@@ -22,6 +22,8 @@ use crate::options::{AuthTokenOptions, FIELD_MANAGER, ObjectName};
 pub const PREVIOUS_TOKEN_GRACE: Duration = Duration::from_secs(600);
 /// Pod-template annotation that rolls the proxy Deployment when the token changes.
 pub const AUTH_TOKEN_HASH_ANNOTATION: &str = "tunnelgate.dev/auth-token-hash";
+/// The proxy Deployment's pod-template annotation holding [`token_hash`] of the tunnel token (controller.md §8).
+pub const TUNNEL_TOKEN_HASH_ANNOTATION: &str = "tunnelgate.dev/tunnel-token-hash";
 
 /// The token to send and, for a while after a rotation, the one before it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -160,11 +162,13 @@ pub async fn ensure_token(api: &Api<Secret>, opts: &AuthTokenOptions) -> Result<
     token_from_secret(&secret, &opts.key).map_err(bad)
 }
 
-/// Sets the proxy Deployment's pod-template annotation to `hash` when it differs (when it is absent too only if
-/// `when_absent`); returns true when it patched, which rolls the proxy pods.
+/// Sets the proxy Deployment's pod-template `annotation` ([`AUTH_TOKEN_HASH_ANNOTATION`] or
+/// [`TUNNEL_TOKEN_HASH_ANNOTATION`]) to `hash` when it differs (when it is absent too only if `when_absent`);
+/// returns true when it patched, which rolls the proxy pods.
 pub async fn roll_deployment(
     api: &Api<Deployment>,
     name: &str,
+    annotation: &str,
     hash: &str,
     when_absent: bool,
 ) -> Result<bool, Error> {
@@ -174,14 +178,14 @@ pub async fn roll_deployment(
         .as_ref()
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(AUTH_TOKEN_HASH_ANNOTATION));
+        .and_then(|a| a.get(annotation));
     match current {
         Some(h) if h == hash => return Ok(false),
         None if !when_absent => return Ok(false),
         _ => {}
     }
     let patch = serde_json::json!({
-        "spec": {"template": {"metadata": {"annotations": {AUTH_TOKEN_HASH_ANNOTATION: hash}}}}
+        "spec": {"template": {"metadata": {"annotations": {annotation: hash}}}}
     });
     api.patch(
         name,

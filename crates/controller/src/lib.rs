@@ -55,7 +55,10 @@ pub use options::{
 };
 pub use tunnelgate_gateway::BackendResolution;
 
-use crate::auth_token::{AuthTokens, ensure_token, token_from_secret, token_hash};
+use crate::auth_token::{
+    AUTH_TOKEN_HASH_ANNOTATION, AuthTokens, TUNNEL_TOKEN_HASH_ANNOTATION, ensure_token, token_from_secret,
+    token_hash,
+};
 use crate::debounce::Trigger;
 use crate::diagnostics::Diagnostics;
 use crate::document::VersionCounter;
@@ -146,11 +149,17 @@ impl Controller {
             )));
         }
         let (addresses_tx, addresses_rx) = channel::channel(standalone_addresses(&opts));
+        let (tunnel_hash_tx, tunnel_hash_rx) = channel::channel(None);
         if let Some(tunnel) = &opts.tunnel_token {
             tasks.push(tokio::spawn(follow_tunnel_token(
                 client.clone(),
                 tunnel.clone(),
-                addresses_tx,
+                opts.proxy_deployment.clone(),
+                TunnelTokenFollowers {
+                    addresses: addresses_tx,
+                    hash: tunnel_hash_tx,
+                },
+                is_leader.clone(),
                 trigger.clone(),
             )));
         }
@@ -181,6 +190,7 @@ impl Controller {
             trigger,
             gateway_addresses: addresses_rx,
             bundle_version: bundle_rx,
+            tunnel_token_hash: tunnel_hash_rx,
             events: EventLog::new(client.clone(), crate::options::FIELD_MANAGER, event_instance),
         });
         let main = tokio::spawn(lead_and_sync(client, ctx, ready, is_leader));
@@ -338,7 +348,9 @@ async fn follow_auth_token(
             && is_leader.load(Ordering::Acquire)
         {
             let api: Api<Deployment> = Api::namespaced(client.clone(), &deployment.namespace);
-            match auth_token::roll_deployment(&api, &deployment.name, &hash, true).await {
+            match auth_token::roll_deployment(&api, &deployment.name, AUTH_TOKEN_HASH_ANNOTATION, &hash, true)
+                .await
+            {
                 Ok(true) => {
                     tracing::info!(%deployment, "rolling the proxy Deployment for the new auth token")
                 }
@@ -350,19 +362,31 @@ async fn follow_auth_token(
     }
 }
 
-/// A new leader finishes a roll its predecessor may have missed: when the Deployment already carries a token hash
-/// that differs from the current token. A Deployment without the annotation is left alone, so a first install does
-/// not restart the proxies.
+/// A new leader finishes a roll its predecessor may have missed: when the Deployment already carries an auth or
+/// tunnel token hash that differs from the current token's. A Deployment without the annotation is left alone, so
+/// a first install does not restart the proxies.
 async fn catch_up_deployment_roll(ctx: &Context) {
-    let (Some(deployment), Some(_)) = (&ctx.opts.proxy_deployment, &ctx.opts.auth_token) else {
+    let Some(deployment) = &ctx.opts.proxy_deployment else {
         return;
     };
-    let Some(token) = ctx.pusher.token() else {
-        return;
-    };
+    let auth = ctx
+        .opts
+        .auth_token
+        .as_ref()
+        .and(ctx.pusher.token())
+        .map(|t| token_hash(&t));
+    let tunnel = ctx.tunnel_token_hash.borrow().clone();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &deployment.namespace);
-    if let Err(e) = auth_token::roll_deployment(&api, &deployment.name, &token_hash(&token), false).await {
-        tracing::warn!(%deployment, error = %e, "checking the proxy Deployment's token hash failed");
+    for (annotation, hash) in [
+        (AUTH_TOKEN_HASH_ANNOTATION, auth),
+        (TUNNEL_TOKEN_HASH_ANNOTATION, tunnel),
+    ] {
+        let Some(hash) = hash else {
+            continue;
+        };
+        if let Err(e) = auth_token::roll_deployment(&api, &deployment.name, annotation, &hash, false).await {
+            tracing::warn!(%deployment, annotation, error = %e, "checking the proxy Deployment's token hash failed");
+        }
     }
 }
 
@@ -399,11 +423,24 @@ async fn follow_bundle_version(
     }
 }
 
-/// Follows the tunnel token Secret for the Gateway address `<tunnel-id>.cfargotunnel.com`.
+/// Where [`follow_tunnel_token`] publishes what it reads.
+struct TunnelTokenFollowers {
+    /// The Gateway address `<tunnel-id>.cfargotunnel.com`.
+    addresses: channel::Sender<Vec<String>>,
+    /// The token's hash, for a new leader's catch-up roll.
+    hash: channel::Sender<Option<String>>,
+}
+
+/// Follows the tunnel token Secret: its tunnel id gives the Gateway address `<tunnel-id>.cfargotunnel.com`, and a
+/// changed usable token rolls the proxy Deployment on the leader (`tunnelgate.dev/tunnel-token-hash`), since the
+/// proxies read the token only at start. An unusable token is logged and changes nothing: rolling onto it would
+/// leave the new pods failing to start.
 async fn follow_tunnel_token(
     client: kube::Client,
     tunnel: TunnelTokenOptions,
-    addresses: channel::Sender<Vec<String>>,
+    deployment: Option<ObjectName>,
+    out: TunnelTokenFollowers,
+    is_leader: Arc<AtomicBool>,
     trigger: Trigger,
 ) {
     let mut secrets = std::pin::pin!(secret_watch(&client, &tunnel.secret));
@@ -411,21 +448,50 @@ async fn follow_tunnel_token(
         let Ok(secret) = event else {
             continue;
         };
-        let id = token_from_secret(&secret, &tunnel.key)
+        let read = token_from_secret(&secret, &tunnel.key)
             .map_err(|reason| reason.to_string())
-            .and_then(|t| tunnel_token::tunnel_id(&t).map_err(|e| e.to_string()));
-        match id {
-            Ok(id) => {
-                if addresses.send_if_modified(|a| {
-                    let next = vec![tunnel_token::tunnel_hostname(&id)];
-                    let changed = *a != next;
-                    *a = next;
-                    changed
-                }) {
-                    trigger.fire();
-                }
+            .and_then(|t| {
+                let id = tunnel_token::tunnel_id(&t).map_err(|e| e.to_string())?;
+                Ok((id, token_hash(&t)))
+            });
+        let (id, hash) = match read {
+            Ok(read) => read,
+            Err(reason) => {
+                tracing::error!(secret = %tunnel.secret, %reason, "unusable tunnel token");
+                continue;
             }
-            Err(reason) => tracing::error!(secret = %tunnel.secret, %reason, "unusable tunnel token"),
+        };
+        if out.addresses.send_if_modified(|a| {
+            let next = vec![tunnel_token::tunnel_hostname(&id)];
+            let changed = *a != next;
+            *a = next;
+            changed
+        }) {
+            trigger.fire();
+        }
+        // The first value read is the one the proxies started with, unless the Deployment already carries
+        // another token's hash (a change this process did not see): then only a differing annotation rolls it,
+        // as in a new leader's catch-up.
+        let changed = match out.hash.send_replace(Some(hash.clone())) {
+            None => false,
+            Some(previous) if previous == hash => continue,
+            Some(_) => true,
+        };
+        if changed {
+            tracing::info!(secret = %tunnel.secret, "tunnel token changed");
+        }
+        if let Some(deployment) = &deployment
+            && is_leader.load(Ordering::Acquire)
+        {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &deployment.namespace);
+            let annotation = TUNNEL_TOKEN_HASH_ANNOTATION;
+            match auth_token::roll_deployment(&api, &deployment.name, annotation, &hash, changed).await {
+                Ok(true) => {
+                    tracing::info!(%deployment, "rolling the proxy Deployment for the new tunnel token")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%deployment, error = %e, "patching the proxy Deployment failed"),
+            }
         }
     }
 }

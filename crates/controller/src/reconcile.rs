@@ -60,6 +60,8 @@ pub struct Context {
     pub gateway_addresses: watch::Receiver<Vec<String>>,
     /// The Gateway API CRD bundle version, for `SupportedVersion`; `None` while unknown.
     pub bundle_version: watch::Receiver<Option<String>>,
+    /// [`crate::auth_token::token_hash`] of the current usable tunnel token; `None` before one is read.
+    pub tunnel_token_hash: watch::Receiver<Option<String>>,
     pub events: EventLog,
 }
 

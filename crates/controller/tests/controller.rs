@@ -13,7 +13,7 @@ use support::apiserver::ApiServer;
 use support::*;
 use tunnelgate_controller::{
     AuthTokenOptions, ConfigPort, Controller, ControllerOptions, LeaderElectionOptions, ObjectName,
-    ProxyTargets,
+    ProxyTargets, TunnelTokenOptions,
 };
 use tunnelgate_testkit::{Backend, Echo};
 
@@ -826,4 +826,67 @@ async fn a_rejected_document_is_recorded_as_an_event_on_our_gateway() {
             .contains("invalid regular expression"),
         "{event}"
     );
+}
+
+/// A tunnel token as `cloudflared tunnel token` prints it, for tunnel id `id`.
+fn tunnel_token(id: &str) -> String {
+    use base64::Engine as _;
+    let secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let json = json!({"a": "0123456789abcdef0123456789abcdef", "t": id, "s": secret}).to_string();
+    base64::engine::general_purpose::STANDARD.encode(json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tunnel_token_rolls_the_proxy_deployment_and_a_bad_one_does_not() {
+    const ID_1: &str = "6ff42ae2-765d-4adf-8112-31c55c1551ef";
+    const ID_2: &str = "0b5e6a43-9d3c-4c43-9a57-2a1c5e0e7b11";
+    let c = cluster().await;
+    c.api.apply(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"namespace": "tg", "name": "proxy"},
+        "spec": {"selector": {"matchLabels": {"app": "proxy"}},
+                 "template": {"metadata": {"labels": {"app": "proxy"}}, "spec": {"containers": []}}}
+    }));
+    c.api.apply(secret("tg", "tunnel", "token", &tunnel_token(ID_1)));
+    let mut opts = options();
+    opts.tunnel_token = Some(TunnelTokenOptions {
+        secret: ObjectName::new("tg", "tunnel"),
+        key: "token".into(),
+    });
+    opts.proxy_deployment = Some(ObjectName::new("tg", "proxy"));
+    let _controller = Controller::start(c.api.client(), opts).await.unwrap();
+    let address = || {
+        let gw = c.api.get(GW_V1, "Gateway", "default", "gw")?;
+        gw["status"]["addresses"][0]["value"].as_str().map(str::to_owned)
+    };
+    let annotation = || {
+        let d = c.api.get("apps/v1", "Deployment", "tg", "proxy").unwrap();
+        d["spec"]["template"]["metadata"]["annotations"]["tunnelgate.dev/tunnel-token-hash"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    wait_until("the first token's address", Duration::from_secs(10), || async {
+        address() == Some(format!("{ID_1}.cfargotunnel.com"))
+    })
+    .await;
+    // The token the proxies started with: no restart on install.
+    assert_eq!(annotation(), None);
+
+    let second = tunnel_token(ID_2);
+    c.api.apply(secret("tg", "tunnel", "token", &second));
+    let expected = tunnelgate_controller::auth_token::token_hash(&second);
+    wait_until("the roll for the new token", Duration::from_secs(10), || async {
+        annotation().as_deref() == Some(expected.as_str())
+    })
+    .await;
+    wait_until("the new token's address", Duration::from_secs(10), || async {
+        address() == Some(format!("{ID_2}.cfargotunnel.com"))
+    })
+    .await;
+
+    // A token the proxies could not start with does not roll them.
+    c.api.apply(secret("tg", "tunnel", "token", "not a token"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(annotation().as_deref(), Some(expected.as_str()));
+    assert_eq!(address(), Some(format!("{ID_2}.cfargotunnel.com")));
 }

@@ -189,8 +189,9 @@ async fn the_deployment_is_rolled_only_when_the_hash_differs() {
         );
         send.send_response(reply(200, &deployment(Some("bbbb"))));
     });
-    assert!(!roll_deployment(&api, "proxy", "aaaa", true).await.unwrap());
-    assert!(!roll_deployment(&api, "proxy", "bbbb", false).await.unwrap());
-    assert!(roll_deployment(&api, "proxy", "bbbb", true).await.unwrap());
+    let a = AUTH_TOKEN_HASH_ANNOTATION;
+    assert!(!roll_deployment(&api, "proxy", a, "aaaa", true).await.unwrap());
+    assert!(!roll_deployment(&api, "proxy", a, "bbbb", false).await.unwrap());
+    assert!(roll_deployment(&api, "proxy", a, "bbbb", true).await.unwrap());
     server.await.unwrap();
 }
