@@ -13,7 +13,7 @@ use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt as _;
@@ -40,6 +40,8 @@ pub struct Stores {
     pub backend_tls_policies: Store<BackendTlsPolicy>,
     /// Every ConfigMap: a BackendTLSPolicy may name any one in its namespace for its CA bundle.
     pub config_maps: Store<ConfigMap>,
+    /// Secrets of type `kubernetes.io/tls` only: Gateways' backend client certificates.
+    pub tls_secrets: Store<Secret>,
 }
 
 impl Debug for Stores {
@@ -112,6 +114,12 @@ impl Stores {
                 trigger,
                 tasks,
             ),
+            tls_secrets: reflect(
+                Api::all(client.clone()),
+                watcher::Config::default().fields("type=kubernetes.io/tls"),
+                trigger,
+                tasks,
+            ),
         }
     }
 
@@ -126,7 +134,8 @@ impl Stores {
         self.endpoint_slices.wait_until_ready().await?;
         self.namespaces.wait_until_ready().await?;
         self.backend_tls_policies.wait_until_ready().await?;
-        self.config_maps.wait_until_ready().await
+        self.config_maps.wait_until_ready().await?;
+        self.tls_secrets.wait_until_ready().await
     }
 
     /// Every cached object, as the translation wants it. The objects are shared with the caches, not copied.
@@ -142,6 +151,7 @@ impl Stores {
             namespaces: self.namespaces.state(),
             backend_tls_policies: self.backend_tls_policies.state(),
             config_maps: self.config_maps.state(),
+            secrets: self.tls_secrets.state(),
         }
     }
 }

@@ -890,3 +890,39 @@ async fn a_changed_tunnel_token_rolls_the_proxy_deployment_and_a_bad_one_does_no
     assert_eq!(annotation().as_deref(), Some(expected.as_str()));
     assert_eq!(address(), Some(format!("{ID_2}.cfargotunnel.com")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_client_certificate_is_read_from_tls_secrets_only() {
+    let c = cluster().await;
+    let mut gw = gateway("default", "gw", "tunnelgate");
+    gw["spec"]["tls"] = json!({"backend": {"clientCertificateRef": {"name": "client"}}});
+    c.api.apply(gw);
+    let pki = tunnelgate_testkit::TestPki::new();
+    let leaf = pki.leaf(&["gateway.local"], &[]);
+    let tls_secret = |kind: &str| {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"namespace": "default", "name": "client"},
+               "type": kind, "data": {"tls.crt": b64(&leaf.cert_pem), "tls.key": b64(&leaf.key_pem)}})
+    };
+    // An Opaque Secret is not even cached: the controller watches kubernetes.io/tls Secrets only.
+    c.api.apply(tls_secret("Opaque"));
+    let _controller = Controller::start(c.api.client(), options()).await.unwrap();
+    let resolved = || {
+        let gw = c.api.get(GW_V1, "Gateway", "default", "gw")?;
+        let c = condition(&gw["status"]["conditions"], "ResolvedRefs")?;
+        Some((
+            c["status"].as_str()?.to_owned(),
+            c["message"].as_str()?.to_owned(),
+        ))
+    };
+    wait_until("ResolvedRefs=False", Duration::from_secs(10), || async {
+        resolved().is_some_and(|(status, message)| status == "False" && message.contains("not found"))
+    })
+    .await;
+    c.api.apply(tls_secret("kubernetes.io/tls"));
+    wait_until("ResolvedRefs=True", Duration::from_secs(10), || async {
+        resolved().is_some_and(|(status, _)| status == "True")
+    })
+    .await;
+}

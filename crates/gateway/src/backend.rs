@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 use tunnelgate_config as wire;
 
@@ -12,7 +14,7 @@ use crate::policy::Policies;
 use crate::route::{ObjectRef, RouteKind};
 use crate::{
     BackendResolution, EndpointSlice, GATEWAY_API_VERSION, GATEWAY_GROUP, ObjectEvent, ReferenceGrant,
-    Service, Snapshot, TranslateOptions,
+    Secret, Service, Snapshot, TranslateOptions,
 };
 
 /// Why a reference does not resolve; goes into the route's `ResolvedRefs=False` condition.
@@ -55,8 +57,20 @@ pub(crate) struct Resolver<'a> {
     pub(crate) policies: Policies<'a>,
     /// Events found while resolving (at most one per Service port, as resolution is cached).
     events: RefCell<Vec<ObjectEvent>>,
+    /// Secrets by (namespace, name), for Gateways' backend client certificates.
+    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
     opts: &'a TranslateOptions,
 }
+
+/// A Gateway's backend client certificate, as the wire carries it: base64 of the PEM bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ClientCertificate {
+    pub cert_pem_b64: String,
+    pub key_pem_b64: String,
+}
+
+/// The Secret type a client certificate must have (Gateway API core support).
+const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 type GrantKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 
@@ -91,10 +105,17 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        let mut secrets = HashMap::new();
+        for s in &snapshot.secrets {
+            if let (Some(ns), Some(name)) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref()) {
+                secrets.insert((ns, name), &**s);
+            }
+        }
         Resolver {
             services,
             slices,
             grants,
+            secrets,
             resolved: RefCell::default(),
             policies: Policies::new(snapshot),
             events: RefCell::default(),
@@ -121,6 +142,80 @@ impl<'a> Resolver<'a> {
                 })
             })
         })
+    }
+
+    /// A Gateway's `spec.tls.backend.clientCertificateRef` (`gateway_namespace` is the Gateway's), or the
+    /// (reason, message) of its `ResolvedRefs=False`: `InvalidClientCertificateRef` for another kind, a missing
+    /// Secret, another Secret type, or keys `tls.crt`/`tls.key` missing or not PEM; `RefNotPermitted` across
+    /// namespaces without a ReferenceGrant.
+    pub(crate) fn client_certificate(
+        &self,
+        gateway_namespace: &str,
+        group: Option<&str>,
+        kind: Option<&str>,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<ClientCertificate, (&'static str, String)> {
+        const INVALID: &str = "InvalidClientCertificateRef";
+        let kind = kind.unwrap_or("Secret");
+        if group.is_some_and(|g| !g.is_empty()) || kind != "Secret" {
+            return Err((
+                INVALID,
+                format!("clientCertificateRef {name}: kind {kind} is not a core Secret"),
+            ));
+        }
+        let namespace = namespace.unwrap_or(gateway_namespace);
+        let what = format!("clientCertificateRef {namespace}/{name}");
+        if namespace != gateway_namespace
+            && !self.granted(
+                GATEWAY_GROUP,
+                "Gateway",
+                gateway_namespace,
+                namespace,
+                "Secret",
+                name,
+            )
+        {
+            return Err((
+                "RefNotPermitted",
+                format!("{what}: no ReferenceGrant in namespace {namespace} allows it"),
+            ));
+        }
+        let Some(secret) = self.secrets.get(&(namespace, name)) else {
+            return Err((
+                INVALID,
+                format!("{what}: Secret not found (it must be of type {TLS_SECRET_TYPE})"),
+            ));
+        };
+        if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+            return Err((
+                INVALID,
+                format!("{what}: the Secret is not of type {TLS_SECRET_TYPE}"),
+            ));
+        }
+        let data = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| b.0.as_slice())
+        };
+        let cert = data("tls.crt").filter(|c| tunnelgate_route::is_pem_certificates(c));
+        let key = data("tls.key").filter(|k| tunnelgate_route::is_pem_private_key(k));
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(ClientCertificate {
+                cert_pem_b64: STANDARD.encode(cert),
+                key_pem_b64: STANDARD.encode(key),
+            }),
+            (None, _) => Err((
+                INVALID,
+                format!("{what}: tls.crt is missing or holds no PEM certificate"),
+            )),
+            (_, None) => Err((
+                INVALID,
+                format!("{what}: tls.key is missing or holds no PEM private key"),
+            )),
+        }
     }
 
     /// The events found while resolving so far.

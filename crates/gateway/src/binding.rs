@@ -1,6 +1,7 @@
 //! Gateways, their listeners, and binding routes to them (`controller.md` §3, §6.2, §6.3).
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use gateway_api::gateways::{
@@ -8,7 +9,7 @@ use gateway_api::gateways::{
     GatewayListenersAllowedRoutesNamespacesSelector as Selector,
 };
 
-use crate::backend::Resolver;
+use crate::backend::{ClientCertificate, Resolver};
 use crate::hostname::Hostnames;
 use crate::route::{ParentRef, Route, RouteKind};
 use crate::{GATEWAY_GROUP, Gateway, Namespace};
@@ -25,6 +26,9 @@ pub(crate) struct GatewayView<'a> {
     /// `None` when accepted; else (reason, message) for `Accepted=False`.
     pub rejected: Option<(&'static str, String)>,
     pub listeners: Vec<ListenerView<'a>>,
+    /// `spec.tls.backend.clientCertificateRef`, when set: the certificate, or (reason, message) for the
+    /// Gateway's `ResolvedRefs=False`.
+    pub client_certificate: Option<Result<Rc<ClientCertificate>, (&'static str, String)>>,
 }
 
 #[derive(Debug)]
@@ -93,12 +97,30 @@ impl<'a> GatewayView<'a> {
         } else {
             None
         };
+        let client_certificate = gateway
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.backend.as_ref())
+            .and_then(|b| b.client_certificate_ref.as_ref())
+            .map(|r| {
+                resolver
+                    .client_certificate(
+                        namespace,
+                        r.group.as_deref(),
+                        r.kind.as_deref(),
+                        r.namespace.as_deref(),
+                        &r.name,
+                    )
+                    .map(Rc::new)
+            });
         GatewayView {
             gateway,
             namespace,
             name,
             rejected,
             listeners,
+            client_certificate,
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! What this crate does:
 //! - [`translate`]: a [`Snapshot`] of GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes, ReferenceGrants,
-//!   Services, EndpointSlices, Namespaces, BackendTLSPolicies and ConfigMaps in, a [`Translation`] out: the
+//!   Services, EndpointSlices, Namespaces, BackendTLSPolicies, ConfigMaps and TLS Secrets in, a [`Translation`] out: the
 //!   [`Config`] every proxy replica should serve and, per object we manage, the `.status` our controller would
 //!   write ([`ObjectStatus`]);
 //! - file mode loading: [`load_path`] and [`load_yaml_documents`] read Kubernetes YAML (one file or a directory,
@@ -36,7 +36,7 @@ pub use gateway_api::gateways::Gateway;
 pub use gateway_api::grpcroutes::GrpcRoute;
 pub use gateway_api::httproutes::HttpRoute;
 pub use gateway_api::referencegrants::ReferenceGrant;
-pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub use k8s_openapi::jiff::Timestamp;
@@ -71,6 +71,9 @@ pub struct Snapshot {
     pub backend_tls_policies: Vec<Arc<BackendTlsPolicy>>,
     /// Read for the CA bundles of BackendTLSPolicies (key `ca.crt`).
     pub config_maps: Vec<Arc<ConfigMap>>,
+    /// Read for Gateways' backend client certificates (`spec.tls.backend.clientCertificateRef`). The controller
+    /// caches only Secrets of type `kubernetes.io/tls`, the only type these may have.
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 /// How a Service backendRef becomes backend URLs (`controller.md` §5.2, `--backend-resolution`).

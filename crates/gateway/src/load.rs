@@ -154,11 +154,12 @@ fn add_object(snapshot: &mut Snapshot, value: Value) -> Result<(), String> {
             .backend_tls_policies
             .push(typed(namespaced(value), &kind)?),
         ("v1", "ConfigMap") => snapshot.config_maps.push(typed(namespaced(value), &kind)?),
+        ("v1", "Secret") => snapshot.secrets.push(typed(namespaced(value), &kind)?),
         _ => {
             return Err(format!(
                 "{api_version} {kind} is not a kind tunnelgate reads (GatewayClass, Gateway, HTTPRoute, GRPCRoute, \
                  ReferenceGrant, BackendTLSPolicy of gateway.networking.k8s.io/v1; v1 Service, Namespace, \
-                 ConfigMap, List; discovery.k8s.io/v1 EndpointSlice)"
+                 ConfigMap, Secret, List; discovery.k8s.io/v1 EndpointSlice)"
             ));
         }
     }

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 use tunnelgate_config as wire;
 
-use crate::backend::{RefProblem, ResolvedBackend, Resolver, weighted_backends};
+use crate::backend::{ClientCertificate, RefProblem, ResolvedBackend, Resolver, weighted_backends};
 use crate::binding::{BindFailure, Binding, GatewayView, NamespaceLabels, route_kind_entry};
 use crate::hostname::Hostnames;
 use crate::route::{Filter, ParentKey, ParentRef, Route, RouteObject, Rule};
@@ -132,6 +132,12 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             }
         }
 
+        // The client certificate backends reached over TLS present: that of the first Gateway (in parentRefs
+        // order) that takes the route and has one. The document has one rule for all of a route's parents.
+        let client_certificate = outcomes.iter().find_map(|(_, outcome)| match outcome {
+            Ok((g, _)) => gateways[*g].client_certificate.as_ref()?.as_ref().ok().cloned(),
+            Err(_) => None,
+        });
         let mut hostnames: Option<Hostnames> = None;
         for (_, outcome) in &outcomes {
             if let Ok((_, binding)) = outcome {
@@ -157,7 +163,10 @@ pub fn translate(snapshot: &Snapshot, opts: &TranslateOptions) -> Translation {
             for (index, rule) in rules.iter_mut().enumerate() {
                 let refs = (&mut entry.problems, &mut entry.policies);
                 match build_rule(rule, route, &config_hostnames, &resolver, refs) {
-                    Ok(r) if hostnames.is_some() => {
+                    Ok(mut r) if hostnames.is_some() => {
+                        if let Some(certificate) = &client_certificate {
+                            present_client_certificate(&mut r, certificate);
+                        }
                         candidates.rules.push(r);
                         owners.push((pending.len(), index));
                     }
@@ -493,6 +502,24 @@ fn build_rule(
     Ok(out)
 }
 
+/// Gives every TLS backend and TLS mirror target of `rule` the Gateway's client certificate.
+fn present_client_certificate(rule: &mut wire::RouteRule, certificate: &ClientCertificate) {
+    let present = |tls: &mut Option<Box<wire::BackendTls>>| {
+        if let Some(tls) = tls {
+            tls.client_cert_pem.clone_from(&certificate.cert_pem_b64);
+            tls.client_key_pem.clone_from(&certificate.key_pem_b64);
+        }
+    };
+    let mut filters: Vec<&mut wire::RouteFilter> = rule.filters.iter_mut().collect();
+    for backend in &mut rule.backends {
+        present(&mut backend.tls);
+        filters.extend(backend.filters.iter_mut());
+    }
+    for mirror in filters.into_iter().filter_map(|f| f.request_mirror.as_mut()) {
+        present(&mut mirror.tls);
+    }
+}
+
 fn class_status(class: &GatewayClass, opts: &TranslateOptions) -> (Value, bool) {
     let previous = class
         .status
@@ -557,6 +584,18 @@ fn gateway_status(g: &GatewayView<'_>, opts: &TranslateOptions) -> Value {
         Some((reason, message)) => c.make("Accepted", false, reason, message.clone()),
     }];
     conditions.push(programmed(&c, accepted, opts.config_acknowledged));
+    match &g.client_certificate {
+        None => {}
+        Some(Ok(_)) => conditions.push(c.make(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "the backend client certificate (spec.tls.backend.clientCertificateRef) is resolved",
+        )),
+        Some(Err((reason, message))) => {
+            conditions.push(c.make("ResolvedRefs", false, reason, message.clone()))
+        }
+    }
 
     let mut listeners = Vec::new();
     for view in &g.listeners {

@@ -105,12 +105,12 @@ fn a_directory_is_read_recursively_in_path_order_skipping_hidden_and_other_files
 
     std::fs::write(
         dir.join("sub/d.yaml"),
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
     )
     .unwrap();
     let err = load_path(&dir).unwrap_err();
     assert!(
-        err.to_string().contains("sub/d.yaml: document 1: v1 Secret"),
+        err.to_string().contains("sub/d.yaml: document 1: v1 Pod"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -845,8 +845,7 @@ impl<'c> Compiler<'c, '_> {
                 if !cert_ok {
                     self.error_at(Seg::Field("clientCertPem"), "invalid clientCertPem");
                 }
-                let key_ok = decode_base64(&tls.client_key_pem)
-                    .is_some_and(|pem| PrivateKeyDer::from_pem_slice(&pem).is_ok());
+                let key_ok = decode_base64(&tls.client_key_pem).is_some_and(|pem| is_pem_private_key(&pem));
                 if !key_ok {
                     self.error_at(Seg::Field("clientKeyPem"), "invalid clientKeyPem");
                 }
@@ -963,6 +962,11 @@ fn parse_protocol(protocol: &str) -> UpstreamProtocol {
 pub fn is_pem_certificates(pem: &[u8]) -> bool {
     let mut certs = CertificateDer::pem_slice_iter(pem);
     matches!(certs.next(), Some(Ok(_))) && certs.all(|c| c.is_ok())
+}
+
+/// A PEM private key (PKCS#8, PKCS#1 or SEC1) that rustls can load: what a client key must be.
+pub fn is_pem_private_key(pem: &[u8]) -> bool {
+    PrivateKeyDer::from_pem_slice(pem).is_ok()
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {

@@ -27,7 +27,7 @@ mod table;
 
 pub use arm::Precedence;
 pub use backend::{Backend, Upstream, UpstreamProtocol, UpstreamScheme};
-pub use compile::is_pem_certificates;
+pub use compile::{is_pem_certificates, is_pem_private_key};
 pub use cors::Cors;
 pub use error::{CompileError, FieldError};
 pub use filter::{Filter, HeaderModifier, Mirror, Redirect, RedirectInput, Rewrite, is_hop_by_hop};

@@ -410,6 +410,87 @@ async fn proxy_dials_a_backend_over_tls_as_its_backend_tls_policy_says() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A Secret of type `kubernetes.io/tls` in file form.
+fn tls_secret_yaml(name: &str, cert_pem: &str, key_pem: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\n\
+         data: {{tls.crt: {}, tls.key: {}}}\n",
+        b64(cert_pem),
+        b64(key_pem)
+    )
+}
+
+#[tokio::test]
+async fn proxy_presents_the_gateways_client_certificate_to_a_backend_that_requires_one() {
+    let server_pki = TestPki::new();
+    let client_pki = TestPki::new();
+    let leaf = server_pki.leaf(&["api.internal"], &[]);
+    let options = BackendOptions {
+        tls: Some(leaf.server_config(Some(&client_pki), &[b"http/1.1"])),
+        ..BackendOptions::default()
+    };
+    let secure = Backend::start_with("mtls", options).await;
+    let dir = temp_dir("backend-mtls");
+    write_service(&dir, "api", port_of(&secure));
+    write_route(&dir, "mtls.localhost", "api", "");
+    let ca: String = server_pki.ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    std::fs::write(
+        dir.join("ca.yaml"),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: internal-ca}}\ndata:\n  ca.crt: |\n{ca}"),
+    )
+    .unwrap();
+    write_tls_policy(&dir, "api", "internal-ca", "api.internal");
+    let client_cert = client_pki.leaf(&["gateway.local"], &[]);
+    std::fs::write(
+        dir.join("client-secret.yaml"),
+        tls_secret_yaml("gateway-client", &client_cert.cert_pem, &client_cert.key_pem),
+    )
+    .unwrap();
+    let with_certificate =
+        format!("{GATEWAY}  tls: {{backend: {{clientCertificateRef: {{name: gateway-client}}}}}}\n");
+    // Without the Gateway's client certificate the backend refuses the handshake.
+    std::fs::write(dir.join("gateway.yaml"), GATEWAY).unwrap();
+    let (_proc, data) = proxy_with_routes(&dir).await;
+    let client = Client::new();
+    eventually(&client, data, "mtls.localhost", 502, "").await;
+    assert_eq!(secure.requests(), 0);
+
+    // With it, the request goes through.
+    std::fs::write(dir.join("gateway.yaml"), &with_certificate).unwrap();
+    eventually(&client, data, "mtls.localhost", 200, "mtls").await;
+
+    // A certificate from another CA is refused again.
+    let stranger = TestPki::new().leaf(&["gateway.local"], &[]);
+    std::fs::write(
+        dir.join("client-secret.yaml"),
+        tls_secret_yaml("gateway-client", &stranger.cert_pem, &stranger.key_pem),
+    )
+    .unwrap();
+    eventually(&client, data, "mtls.localhost", 502, "").await;
+
+    // `routes check` reports a Secret that is missing on the Gateway.
+    std::fs::remove_file(dir.join("client-secret.yaml")).unwrap();
+    let out = bin().args(["routes", "check"]).arg(&dir).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gateway = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Gateway")
+        .unwrap();
+    let resolved = gateway["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .unwrap();
+    assert_eq!(resolved["status"], "False", "{resolved}");
+    assert_eq!(resolved["reason"], "InvalidClientCertificateRef", "{resolved}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn proxy_refuses_routes_and_config_together() {
     let out = bin()
@@ -429,19 +510,17 @@ fn proxy_with_unreadable_routes_exits_naming_the_file() {
     let dir = temp_dir("proxy-bad-routes");
     std::fs::write(
         dir.join("bad.yaml"),
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
     )
     .unwrap();
-    let out = bin()
-        .env_clear()
-        .args(["proxy", "--routes"])
+    let mut cmd = bin();
+    cmd.args(["proxy", "--routes"])
         .arg(&dir)
         .env("PROXY_ADDR", free_addr().to_string())
-        .env("PROXY_CONFIG_ADDR", free_addr().to_string())
-        .output()
-        .unwrap();
+        .env("PROXY_CONFIG_ADDR", free_addr().to_string());
+    let out = process::output_within(&mut cmd, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.yaml: document 1: v1 Secret"), "{stderr}");
+    assert!(stderr.contains("bad.yaml: document 1: v1 Pod"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

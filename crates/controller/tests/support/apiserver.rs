@@ -224,6 +224,8 @@ fn matches_selectors(object: &Value, labels: Option<&str>, fields: Option<&str>)
             match k {
                 "metadata.name" => object["metadata"]["name"].as_str() == Some(v),
                 "metadata.namespace" => object["metadata"]["namespace"].as_str() == Some(v),
+                // Secrets: the API server has `type` as a field selector.
+                "type" => object["type"].as_str() == Some(v),
                 _ => true,
             }
         })

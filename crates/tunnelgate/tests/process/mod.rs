@@ -29,6 +29,25 @@ impl Drop for Running {
     }
 }
 
+/// Runs `cmd` to completion with its output captured, as `Command::output` does, but for at most `limit`: a
+/// process that should have exited and did not is killed and fails the test instead of hanging it.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the process did not exit within {limit:?}");
+        }
+    }
+}
+
 /// Polls the proxy's `/readyz` on its config port until it answers 200, for at most 15 s.
 pub async fn wait_ready(client: &Client, config: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(15);
