@@ -32,6 +32,9 @@ use crate::options::ObjectName;
 const MAX_PARALLEL_PUSHES: usize = 64;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Until a target has acknowledged a document once, it is retried at least this often (controller.md §7.4), so a
+/// proxy that is starting up becomes ready soon after it can take a config.
+const FIRST_PUSH_RETRY: Duration = Duration::from_secs(5);
 /// Error bodies are short JSON objects; anything longer is cut.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
 
@@ -577,11 +580,22 @@ impl Backoff {
     fn reset(&mut self) {
         self.attempts = 0;
     }
+
+    /// The next delay; before a target's first acknowledgement, at most [`FIRST_PUSH_RETRY`].
+    fn next_retry(&mut self, acked_once: bool) -> Duration {
+        let delay = self.next_delay();
+        if acked_once {
+            delay
+        } else {
+            delay.min(FIRST_PUSH_RETRY)
+        }
+    }
 }
 
 async fn run_worker(shared: Arc<Shared>, key: TargetKey) {
     let mut desired = shared.desired.subscribe();
     let mut backoff = Backoff::default();
+    let mut acked_once = false;
     loop {
         let current = desired.borrow_and_update().clone();
         let Some(doc) = current.filter(|d| !shared.is_settled(&key, d)) else {
@@ -595,6 +609,7 @@ async fn run_worker(shared: Arc<Shared>, key: TargetKey) {
                 tracing::debug!(target = %key.authority, version = doc.version, "proxy acknowledged the document");
                 shared.record_ack(&key, &doc);
                 backoff.reset();
+                acked_once = true;
                 continue;
             }
             PushOutcome::Rejected(msg) => {
@@ -627,7 +642,7 @@ async fn run_worker(shared: Arc<Shared>, key: TargetKey) {
                 shared.record_failure(&key, err);
             }
         }
-        let delay = backoff.next_delay();
+        let delay = backoff.next_retry(acked_once);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             changed = desired.changed() => if changed.is_err() { return },

@@ -395,3 +395,15 @@ fn backoff_doubles_from_one_second_to_thirty() {
     b.reset();
     assert_eq!(b.ceiling(), Duration::from_secs(1));
 }
+
+#[test]
+fn until_the_first_ack_a_target_is_retried_at_least_every_five_seconds() {
+    let mut b = Backoff::default();
+    for _ in 0..20 {
+        assert!(b.next_retry(false) <= FIRST_PUSH_RETRY);
+    }
+    assert_eq!(b.ceiling(), Duration::from_secs(30));
+    // Once acknowledged, later failures back off up to the ceiling again.
+    let longest = (0..200).map(|_| b.next_retry(true)).max().unwrap();
+    assert!(longest > FIRST_PUSH_RETRY, "{longest:?}");
+}
