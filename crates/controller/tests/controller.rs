@@ -50,6 +50,16 @@ async fn cluster() -> Cluster {
     Cluster { api, backend }
 }
 
+/// [`cluster`] with one proxy in the headless Service and the HTTPRoute `web` (app.example.com → `app`).
+async fn cluster_with_web_route() -> (Cluster, Proxy) {
+    let c = cluster().await;
+    let proxy = Proxy::start().await;
+    c.api.apply(proxy.slice("proxy-headless-a", true));
+    c.api
+        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    (c, proxy)
+}
+
 fn options() -> ControllerOptions {
     let mut opts = ControllerOptions::new(ProxyTargets::Service {
         service: ObjectName::new("tg", "proxy-headless"),
@@ -419,11 +429,7 @@ async fn a_sustained_push_failure_shows_on_the_route_and_clears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_pushes_and_a_standby_takes_over() {
-    let c = cluster().await;
-    let proxy = Proxy::start().await;
-    c.api.apply(proxy.slice("proxy-headless-a", true));
-    c.api
-        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    let (c, proxy) = cluster_with_web_route().await;
     let fast = |identity: &str| {
         let mut opts = options();
         let mut le = LeaderElectionOptions::new(ObjectName::new("tg", "tunnelgate-leader"), identity.into());
@@ -565,11 +571,7 @@ async fn route_event_to_three_proxies_serving_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_that_leaves_our_gateways_loses_our_parent_entry() {
-    let c = cluster().await;
-    let proxy = Proxy::start().await;
-    c.api.apply(proxy.slice("proxy-headless-a", true));
-    c.api
-        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    let (c, proxy) = cluster_with_web_route().await;
     let _controller = Controller::start(c.api.client(), options()).await.unwrap();
     let ours = || our_parent(&c.api.get(GW_V1, "HTTPRoute", "default", "web").unwrap()["status"]).is_some();
     wait_until("our entry written", Duration::from_secs(10), || async { ours() }).await;
@@ -585,11 +587,7 @@ async fn a_route_that_leaves_our_gateways_loses_our_parent_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_tls_policy_gets_ancestor_status_and_its_missing_ca_fails_the_backend_closed() {
-    let c = cluster().await;
-    let proxy = Proxy::start().await;
-    c.api.apply(proxy.slice("proxy-headless-a", true));
-    c.api
-        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    let (c, proxy) = cluster_with_web_route().await;
     c.api.apply(json!({
         "apiVersion": GW_V1, "kind": "BackendTLSPolicy",
         "metadata": {"namespace": "default", "name": "app-tls", "generation": 1},
@@ -636,11 +634,7 @@ async fn a_backend_tls_policy_gets_ancestor_status_and_its_missing_ca_fails_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_explicit_quic_a_grpc_route_is_not_accepted_and_not_served() {
-    let c = cluster().await;
-    let proxy = Proxy::start().await;
-    c.api.apply(proxy.slice("proxy-headless-a", true));
-    c.api
-        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    let (c, proxy) = cluster_with_web_route().await;
     c.api.apply(json!({
         "apiVersion": GW_V1, "kind": "GRPCRoute",
         "metadata": {"namespace": "default", "name": "greeter", "generation": 1},

@@ -134,6 +134,30 @@ fn dot(addr: SocketAddr, pki: &TestPki) -> DotServer {
     }
 }
 
+/// A "system" resolver (answering, or SERVFAIL to everything) and a DNS-over-TLS fallback whose certificate
+/// carries `dot_name`, with their query counters.
+struct Servers {
+    discovery: Discovery,
+    dot_addr: SocketAddr,
+    system_queries: Arc<AtomicUsize>,
+    dot_queries: Arc<AtomicUsize>,
+}
+
+async fn servers(system_broken: bool, dot_name: &str) -> Servers {
+    let pki = TestPki::new();
+    let (system, system_queries) = udp_server(system_broken).await;
+    let (dot_addr, dot_queries) = dot_server(&pki, dot_name).await;
+    Servers {
+        discovery: Discovery {
+            primary: Some(udp_resolver(system)),
+            fallback: Some(dot(dot_addr, &pki)),
+        },
+        dot_addr,
+        system_queries,
+        dot_queries,
+    }
+}
+
 fn ips(region: &[SocketAddr]) -> Vec<SocketAddr> {
     let mut v = region.to_vec();
     v.sort();
@@ -146,74 +170,54 @@ fn edge(last: u8) -> SocketAddr {
 
 #[tokio::test]
 async fn the_system_resolver_answers_and_the_fallback_is_not_asked() {
-    let pki = TestPki::new();
-    let (system, _) = udp_server(false).await;
-    let (dot_addr, dot_queries) = dot_server(&pki, "cloudflare-dns.com").await;
-    let discovery = Discovery {
-        primary: Some(udp_resolver(system)),
-        fallback: Some(dot(dot_addr, &pki)),
-    };
-    let regions = discover_srv_with(None, &discovery).await.unwrap();
+    let s = servers(false, "cloudflare-dns.com").await;
+    let regions = discover_srv_with(None, &s.discovery).await.unwrap();
     assert_eq!(ips(&regions[0]), [edge(11), edge(12)]);
     assert_eq!(ips(&regions[1]), [edge(21)]);
-    assert_eq!(dot_queries.load(Ordering::SeqCst), 0);
+    assert_eq!(s.dot_queries.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_failing_system_resolver_falls_back_to_dns_over_tls() {
-    let pki = TestPki::new();
-    let (system, system_queries) = udp_server(true).await;
-    let (dot_addr, dot_queries) = dot_server(&pki, "cloudflare-dns.com").await;
-    let discovery = Discovery {
-        primary: Some(udp_resolver(system)),
-        fallback: Some(dot(dot_addr, &pki)),
-    };
-    let regions = discover_srv_with(None, &discovery).await.unwrap();
+    let s = servers(true, "cloudflare-dns.com").await;
+    let regions = discover_srv_with(None, &s.discovery).await.unwrap();
     assert_eq!(ips(&regions[0]), [edge(11), edge(12)]);
     assert_eq!(ips(&regions[1]), [edge(21)]);
-    assert!(system_queries.load(Ordering::SeqCst) >= 1);
+    assert!(s.system_queries.load(Ordering::SeqCst) >= 1);
     // The SRV query and the address lookups of both targets went over TLS.
-    assert!(dot_queries.load(Ordering::SeqCst) >= 3);
+    assert!(s.dot_queries.load(Ordering::SeqCst) >= 3);
 }
 
 #[tokio::test]
 async fn without_a_fallback_the_system_resolver_error_stands() {
-    let (system, _) = udp_server(true).await;
-    let discovery = Discovery {
-        primary: Some(udp_resolver(system)),
-        fallback: None,
-    };
-    let err = discover_srv_with(None, &discovery).await.unwrap_err().to_string();
+    let mut s = servers(true, "cloudflare-dns.com").await;
+    s.discovery.fallback = None;
+    let err = discover_srv_with(None, &s.discovery)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(SRV_NAME), "{err}");
     assert!(!err.contains("DNS-over-TLS"), "{err}");
+    assert_eq!(s.dot_queries.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_dot_server_with_the_wrong_certificate_is_not_trusted_and_both_failures_are_reported() {
-    let pki = TestPki::new();
-    let (system, _) = udp_server(true).await;
-    let (dot_addr, dot_queries) = dot_server(&pki, "dns.example.net").await;
-    let discovery = Discovery {
-        primary: Some(udp_resolver(system)),
-        fallback: Some(dot(dot_addr, &pki)),
-    };
-    let err = discover_srv_with(None, &discovery).await.unwrap_err().to_string();
+    let s = servers(true, "dns.example.net").await;
+    let err = discover_srv_with(None, &s.discovery)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("DNS-over-TLS"), "{err}");
-    assert!(err.contains(&dot_addr.to_string()), "{err}");
-    assert_eq!(dot_queries.load(Ordering::SeqCst), 0);
+    assert!(err.contains(&s.dot_addr.to_string()), "{err}");
+    assert_eq!(s.dot_queries.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_region_changes_the_service_name() {
-    let pki = TestPki::new();
-    let (system, _) = udp_server(false).await;
-    let (dot_addr, _) = dot_server(&pki, "cloudflare-dns.com").await;
-    let discovery = Discovery {
-        primary: Some(udp_resolver(system)),
-        fallback: Some(dot(dot_addr, &pki)),
-    };
+    let s = servers(false, "cloudflare-dns.com").await;
     // `_us-v2-origintunneld` is not in the zone: NXDOMAIN from both servers.
-    let err = discover_srv_with(Some("us"), &discovery)
+    let err = discover_srv_with(Some("us"), &s.discovery)
         .await
         .unwrap_err()
         .to_string();

@@ -352,6 +352,16 @@ async fn proxy_serves_gateway_api_files_and_follows_edits_without_restart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The ConfigMap `name` (file `ca.yaml`) whose `ca.crt` is `ca_pem`.
+fn write_ca_config_map(dir: &Path, name: &str, ca_pem: &str) {
+    let ca: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    std::fs::write(
+        dir.join("ca.yaml"),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata:\n  ca.crt: |\n{ca}"),
+    )
+    .unwrap();
+}
+
 /// The BackendTLSPolicy of `service`, trusting the ConfigMap `ca` and expecting `hostname`.
 fn write_tls_policy(dir: &Path, service: &str, ca: &str, hostname: &str) {
     let text = format!(
@@ -375,12 +385,7 @@ async fn proxy_dials_a_backend_over_tls_as_its_backend_tls_policy_says() {
     std::fs::write(dir.join("gateway.yaml"), GATEWAY).unwrap();
     write_service(&dir, "api", port_of(&secure));
     write_route(&dir, "tls.localhost", "api", "");
-    let ca: String = pki.ca_pem.lines().map(|l| format!("    {l}\n")).collect();
-    std::fs::write(
-        dir.join("ca.yaml"),
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: internal-ca}}\ndata:\n  ca.crt: |\n{ca}"),
-    )
-    .unwrap();
+    write_ca_config_map(&dir, "internal-ca", &pki.ca_pem);
     write_tls_policy(&dir, "api", "internal-ca", "api.internal");
 
     let (_proc, data) = proxy_with_routes(&dir).await;
@@ -435,12 +440,7 @@ async fn proxy_presents_the_gateways_client_certificate_to_a_backend_that_requir
     let dir = temp_dir("backend-mtls");
     write_service(&dir, "api", port_of(&secure));
     write_route(&dir, "mtls.localhost", "api", "");
-    let ca: String = server_pki.ca_pem.lines().map(|l| format!("    {l}\n")).collect();
-    std::fs::write(
-        dir.join("ca.yaml"),
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: internal-ca}}\ndata:\n  ca.crt: |\n{ca}"),
-    )
-    .unwrap();
+    write_ca_config_map(&dir, "internal-ca", &server_pki.ca_pem);
     write_tls_policy(&dir, "api", "internal-ca", "api.internal");
     let client_cert = client_pki.leaf(&["gateway.local"], &[]);
     std::fs::write(
