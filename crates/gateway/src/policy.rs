@@ -213,13 +213,19 @@ impl<'a> Policies<'a> {
                             policy.lost.join("; ")
                         ),
                     ),
-                    (None, 0) => c.make("Accepted", true, "Accepted", "policy is accepted"),
+                    (None, 0) => c.make(
+                        "Accepted",
+                        true,
+                        "Accepted",
+                        format!("policy is accepted{}", ignored_options(policy.object)),
+                    ),
                     (None, _) => c.make(
                         "Accepted",
                         true,
                         "Accepted",
                         format!(
-                            "policy is accepted; another policy, older or first by name, applies instead to {}",
+                            "policy is accepted{}; another policy, older or first by name, applies instead to {}",
+                            ignored_options(policy.object),
                             policy.lost.join("; ")
                         ),
                     ),
@@ -259,6 +265,25 @@ impl<'a> Policies<'a> {
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
     }
+}
+
+/// `spec.options` are implementation-specific and this implementation defines none: an accepted policy says
+/// which it did not apply (TLS then uses the proxy's defaults), rather than ignoring them silently.
+fn ignored_options(policy: &BackendTlsPolicy) -> String {
+    let keys: Vec<&str> = policy
+        .spec
+        .options
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if keys.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; options are not supported and were not applied: {}",
+        keys.join(", ")
+    )
 }
 
 /// `Accepted=False` of a policy that cannot apply at all.
