@@ -18,6 +18,7 @@ mod access_log;
 mod body;
 mod coalesce;
 mod config_api;
+mod dns;
 mod drain;
 mod forward;
 mod framing;

@@ -30,6 +30,7 @@ use tokio_rustls::client::TlsStream;
 use tunnelgate_route::{Upstream, UpstreamProtocol, UpstreamScheme};
 
 use crate::body::{self, ProxyBody};
+use crate::dns::Dns;
 use crate::metrics::BackendErrorReason;
 use crate::tls;
 
@@ -207,7 +208,7 @@ impl Connector {
     pub async fn connect(&self) -> Result<BackendStream, ConnectError> {
         let inner = &self.inner;
         let host = inner.host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, inner.port)))
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial(host, inner.port))
             .await
             .map_err(|_| ConnectError::Timeout)?
             .map_err(ConnectError::Dial)?;
@@ -225,6 +226,19 @@ impl Connector {
             }
         }
     }
+}
+
+/// A TCP connection to `host` (resolved through [`Dns::system`], whose cache honours TTLs) on `port`: each
+/// address in the resolver's order until one answers.
+async fn dial(host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in Dns::system().resolve(host, port).await? {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
 }
 
 impl tower_service::Service<Uri> for Connector {

@@ -194,3 +194,25 @@ async fn proxy_tls_checks(doc: serde_json::Value) {
         "{metrics}"
     );
 }
+
+/// A backend named by hostname is dialled through the resolver (here `localhost` from `/etc/hosts`); a name that
+/// does not resolve is a 502, and the next request to the good name still works.
+#[tokio::test]
+async fn backends_named_by_hostname_are_resolved() {
+    let proxy = Proxy::start().await;
+    let backend = Backend::start("named").await;
+    let port = backend.addr.port();
+    proxy
+        .push(json!({"version": 1, "rules": [
+            {"hostnames": ["named.example.com"], "backends": [{"url": format!("http://localhost:{port}"), "weight": 1}]},
+            {"hostnames": ["nowhere.example.com"],
+             "backends": [{"url": format!("http://no-such-host.invalid:{port}"), "weight": 1}]}]}))
+        .await;
+    for _ in 0..3 {
+        let reply = proxy.get("named.example.com", "/").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(Echo::parse(&reply.body).backend(), "named");
+    }
+    assert_eq!(proxy.get("nowhere.example.com", "/").await.status, 502);
+    assert_eq!(proxy.get("named.example.com", "/").await.status, 200);
+}
