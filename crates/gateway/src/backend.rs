@@ -69,6 +69,14 @@ pub(crate) struct ClientCertificate {
     pub key_pem_b64: String,
 }
 
+/// A Gateway's reference to a Secret, as its several reference types spell it.
+pub(crate) struct SecretRef<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+}
+
 /// The Secret type a client certificate must have (Gateway API core support).
 const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
@@ -144,28 +152,24 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// A Gateway's `spec.tls.backend.clientCertificateRef` (`gateway_namespace` is the Gateway's), or the
-    /// (reason, message) of its `ResolvedRefs=False`: `InvalidClientCertificateRef` for another kind, a missing
-    /// Secret, another Secret type, or keys `tls.crt`/`tls.key` missing or not PEM; `RefNotPermitted` across
-    /// namespaces without a ReferenceGrant.
-    pub(crate) fn client_certificate(
+    /// A Gateway's reference to a core Secret (`field` names it in messages; `gateway_namespace` is the
+    /// Gateway's): the Secret's namespace, or the (reason, message) of `ResolvedRefs=False`: `invalid` for another
+    /// group or kind, `RefNotPermitted` across namespaces without a ReferenceGrant.
+    pub(crate) fn gateway_secret_ref<'r>(
         &self,
-        gateway_namespace: &str,
-        group: Option<&str>,
-        kind: Option<&str>,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<ClientCertificate, (&'static str, String)> {
-        const INVALID: &str = "InvalidClientCertificateRef";
-        let kind = kind.unwrap_or("Secret");
-        if group.is_some_and(|g| !g.is_empty()) || kind != "Secret" {
+        gateway_namespace: &'r str,
+        r: &SecretRef<'r>,
+        field: &str,
+        invalid: &'static str,
+    ) -> Result<&'r str, (&'static str, String)> {
+        let kind = r.kind.unwrap_or("Secret");
+        if r.group.is_some_and(|g| !g.is_empty()) || kind != "Secret" {
             return Err((
-                INVALID,
-                format!("clientCertificateRef {name}: kind {kind} is not a core Secret"),
+                invalid,
+                format!("{field} {}: kind {kind} is not a core Secret", r.name),
             ));
         }
-        let namespace = namespace.unwrap_or(gateway_namespace);
-        let what = format!("clientCertificateRef {namespace}/{name}");
+        let namespace = r.namespace.unwrap_or(gateway_namespace);
         if namespace != gateway_namespace
             && !self.granted(
                 GATEWAY_GROUP,
@@ -173,14 +177,32 @@ impl<'a> Resolver<'a> {
                 gateway_namespace,
                 namespace,
                 "Secret",
-                name,
+                r.name,
             )
         {
             return Err((
                 "RefNotPermitted",
-                format!("{what}: no ReferenceGrant in namespace {namespace} allows it"),
+                format!(
+                    "{field} {namespace}/{}: no ReferenceGrant in namespace {namespace} allows it",
+                    r.name
+                ),
             ));
         }
+        Ok(namespace)
+    }
+
+    /// A Gateway's `spec.tls.backend.clientCertificateRef`, or the (reason, message) of its `ResolvedRefs=False`:
+    /// [`Resolver::gateway_secret_ref`]'s, or `InvalidClientCertificateRef` for a missing Secret, another Secret
+    /// type, or keys `tls.crt`/`tls.key` missing or not PEM.
+    pub(crate) fn client_certificate(
+        &self,
+        gateway_namespace: &str,
+        r: &SecretRef<'_>,
+    ) -> Result<ClientCertificate, (&'static str, String)> {
+        const INVALID: &str = "InvalidClientCertificateRef";
+        let namespace = self.gateway_secret_ref(gateway_namespace, r, "clientCertificateRef", INVALID)?;
+        let name = r.name;
+        let what = format!("clientCertificateRef {namespace}/{name}");
         let Some(secret) = self.secrets.get(&(namespace, name)) else {
             return Err((
                 INVALID,

@@ -9,7 +9,7 @@ use gateway_api::gateways::{
     GatewayListenersAllowedRoutesNamespacesSelector as Selector,
 };
 
-use crate::backend::{ClientCertificate, Resolver};
+use crate::backend::{ClientCertificate, Resolver, SecretRef};
 use crate::hostname::Hostnames;
 use crate::route::{ParentRef, Route, RouteKind};
 use crate::{GATEWAY_GROUP, Gateway, Namespace};
@@ -104,15 +104,13 @@ impl<'a> GatewayView<'a> {
             .and_then(|t| t.backend.as_ref())
             .and_then(|b| b.client_certificate_ref.as_ref())
             .map(|r| {
-                resolver
-                    .client_certificate(
-                        namespace,
-                        r.group.as_deref(),
-                        r.kind.as_deref(),
-                        r.namespace.as_deref(),
-                        &r.name,
-                    )
-                    .map(Rc::new)
+                let r = SecretRef {
+                    group: r.group.as_deref(),
+                    kind: r.kind.as_deref(),
+                    namespace: r.namespace.as_deref(),
+                    name: &r.name,
+                };
+                resolver.client_certificate(namespace, &r).map(Rc::new)
             });
         GatewayView {
             gateway,
@@ -239,8 +237,9 @@ impl<'a> ListenerView<'a> {
     }
 }
 
-/// `certificateRefs` are validated, never served (TLS ends at the Cloudflare edge). Secrets are not part of
-/// the snapshot, so their existence is not checked; kind and cross-namespace permission are.
+/// `certificateRefs` are validated, never served (TLS ends at the Cloudflare edge): kind and cross-namespace
+/// permission are checked, not the Secret's existence (the snapshot holds only the Secrets a client certificate
+/// can come from).
 fn certificate_problem(
     listener: &GatewayListeners,
     gateway_namespace: &str,
@@ -251,32 +250,16 @@ fn certificate_problem(
         .iter()
         .flat_map(|t| t.certificate_refs.iter().flatten())
     {
-        let group = r.group.as_deref().unwrap_or("");
-        let kind = r.kind.as_deref().unwrap_or("Secret");
-        if !group.is_empty() || kind != "Secret" {
-            return Some((
-                "InvalidCertificateRef",
-                format!("certificateRef {}: kind {kind} is not a core Secret", r.name),
-            ));
-        }
-        let namespace = r.namespace.as_deref().unwrap_or(gateway_namespace);
-        if namespace != gateway_namespace
-            && !resolver.granted(
-                GATEWAY_GROUP,
-                "Gateway",
-                gateway_namespace,
-                namespace,
-                "Secret",
-                &r.name,
-            )
+        let r = SecretRef {
+            group: r.group.as_deref(),
+            kind: r.kind.as_deref(),
+            namespace: r.namespace.as_deref(),
+            name: &r.name,
+        };
+        if let Err(problem) =
+            resolver.gateway_secret_ref(gateway_namespace, &r, "certificateRef", "InvalidCertificateRef")
         {
-            return Some((
-                "RefNotPermitted",
-                format!(
-                    "certificateRef {namespace}/{}: no ReferenceGrant in namespace {namespace} allows it",
-                    r.name
-                ),
-            ));
+            return Some(problem);
         }
     }
     None
