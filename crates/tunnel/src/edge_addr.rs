@@ -80,7 +80,7 @@ pub async fn resolve_edge_list(list: &[String]) -> Result<[Vec<SocketAddr>; 2], 
 #[derive(Debug, Clone)]
 pub struct Discovery {
     /// `None`: the system resolver (`/etc/resolv.conf`); otherwise these name servers.
-    pub primary: Option<hickory_resolver::config::ResolverConfig>,
+    pub primary: Option<ResolverConfig>,
     /// Asked when the first resolver fails; `None` turns the fallback off.
     pub fallback: Option<DotServer>,
 }
