@@ -11,14 +11,16 @@
 //! - proxy discovery from the EndpointSlices of the proxy's headless Service (ready or not) or fixed URLs;
 //!   parallel pushes with a timeout, wall-clock-seeded strictly increasing versions, 409 recovery, skip when
 //!   unchanged, immediate push to a new replica, bearer token from a Secret generated once if missing;
+//! - the optional Cloudflare API sync of the tunnel's ingress document, with the Gateway condition
+//!   `tunnelgate.dev/CloudflareSynced` ([`cloudflare`]);
 //! - `/metrics`, `/healthz`, `/readyz`.
 //!
 //! What it does not do: translation (that is `tunnelgate-gateway`, a pure function), command-line parsing and
-//! logging setup (the `tunnelgate` binary), the Cloudflare API sync, BackendTLSPolicy, GatewayClass finalizers,
-//! and Events. The Gateway API bundle version for
+//! logging setup (the `tunnelgate` binary), and DNS records at Cloudflare. The Gateway API bundle version for
 //! `SupportedVersion` is read from the GatewayClass CRD's annotation (polled every ten minutes).
 
 pub mod auth_token;
+pub mod cloudflare;
 pub mod debounce;
 pub mod diagnostics;
 pub mod discovery;
@@ -50,8 +52,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use options::{
-    AuthTokenOptions, ConfigPort, ControllerOptions, LeaderElectionOptions, ObjectName, OptionError,
-    ProxyTargets, ProxyUrl, TunnelTokenOptions,
+    AuthTokenOptions, CloudflareOptions, ConfigPort, ControllerOptions, DEFAULT_CLOUDFLARE_API_URL,
+    LeaderElectionOptions, ObjectName, OptionError, ProxyTargets, ProxyUrl, TunnelTokenOptions,
 };
 pub use tunnelgate_gateway::BackendResolution;
 
@@ -148,6 +150,16 @@ impl Controller {
                 trigger.clone(),
             )));
         }
+        let cloudflare = opts
+            .cloudflare
+            .clone()
+            .map(|c| Arc::new(cloudflare::sync::Link::new(c)));
+        if let Some(link) = &cloudflare {
+            tasks.push(tokio::spawn(cloudflare::sync::follow_api_token(
+                client.clone(),
+                link.clone(),
+            )));
+        }
         let (addresses_tx, addresses_rx) = channel::channel(standalone_addresses(&opts));
         let (tunnel_hash_tx, tunnel_hash_rx) = channel::channel(None);
         if let Some(tunnel) = &opts.tunnel_token {
@@ -158,6 +170,7 @@ impl Controller {
                 TunnelTokenFollowers {
                     addresses: addresses_tx,
                     hash: tunnel_hash_tx,
+                    cloudflare: cloudflare.clone(),
                 },
                 is_leader.clone(),
                 trigger.clone(),
@@ -192,6 +205,7 @@ impl Controller {
             bundle_version: bundle_rx,
             tunnel_token_hash: tunnel_hash_rx,
             events: EventLog::new(client.clone(), crate::options::FIELD_MANAGER, event_instance),
+            cloudflare,
         });
         let main = tokio::spawn(lead_and_sync(client, ctx, ready, is_leader));
         Ok(Self {
@@ -261,6 +275,13 @@ async fn lead_and_sync(
     catch_up_deployment_roll(&ctx).await;
 
     let mut sync = AbortOnDrop(tokio::spawn(run_sync_loop(ctx.clone())));
+    let _cloudflare = ctx.cloudflare.clone().map(|link| {
+        AbortOnDrop(tokio::spawn(cloudflare::sync::run(
+            link,
+            ctx.trigger.clone(),
+            ctx.metrics.clone(),
+        )))
+    });
     ctx.trigger.fire();
     let result = match lease_lost {
         Some(mut handle) => match (&mut handle.0).await {
@@ -303,7 +324,7 @@ fn standalone_addresses(opts: &ControllerOptions) -> Vec<String> {
     )]
 }
 
-fn secret_watch(
+pub(crate) fn secret_watch(
     client: &kube::Client,
     secret: &ObjectName,
 ) -> impl futures::Stream<Item = Result<Secret, watcher::Error>> + use<> {
@@ -429,6 +450,8 @@ struct TunnelTokenFollowers {
     addresses: channel::Sender<Vec<String>>,
     /// The token's hash, for a new leader's catch-up roll.
     hash: channel::Sender<Option<String>>,
+    /// The account and tunnel ids, for the Cloudflare API sync.
+    cloudflare: Option<Arc<cloudflare::sync::Link>>,
 }
 
 /// Follows the tunnel token Secret: its tunnel id gives the Gateway address `<tunnel-id>.cfargotunnel.com`, and a
@@ -451,16 +474,20 @@ async fn follow_tunnel_token(
         let read = token_from_secret(&secret, &tunnel.key)
             .map_err(|reason| reason.to_string())
             .and_then(|t| {
-                let id = tunnel_token::tunnel_id(&t).map_err(|e| e.to_string())?;
-                Ok((id, token_hash(&t)))
+                let ids = tunnel_token::tunnel_ids(&t).map_err(|e| e.to_string())?;
+                Ok((ids, token_hash(&t)))
             });
-        let (id, hash) = match read {
+        let (ids, hash) = match read {
             Ok(read) => read,
             Err(reason) => {
                 tracing::error!(secret = %tunnel.secret, %reason, "unusable tunnel token");
                 continue;
             }
         };
+        if let Some(link) = &out.cloudflare {
+            link.set_token_ids(ids.clone());
+        }
+        let id = ids.tunnel_id;
         if out.addresses.send_if_modified(|a| {
             let next = vec![tunnel_token::tunnel_hostname(&id)];
             let changed = *a != next;

@@ -1,7 +1,7 @@
 //! Controller metrics (controller.md §10), exposed on `--metrics-addr` at `/metrics`.
 //!
-//! The `cftunnel_*` names are the Go project's, kept so its dashboards keep working. The Cloudflare API metrics are
-//! not registered because the Cloudflare sync is not implemented.
+//! The `cftunnel_*` names are the Go project's, kept so its dashboards keep working. The Cloudflare API metrics stay
+//! at zero unless the Cloudflare sync is on.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +41,19 @@ pub struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiCallLabels {
+    pub method: String,
+    pub resource: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiResourceLabels {
+    pub method: String,
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindResultLabels {
     pub kind: String,
     pub result: String,
@@ -64,6 +77,9 @@ pub struct Metrics {
     pub is_leader: Gauge,
     pub status_writes: Family<KindResultLabels, Counter>,
     pub reconciles: Family<ResultLabel, Counter>,
+    pub cloudflare_api_calls: Family<ApiCallLabels, Counter>,
+    pub cloudflare_api_duration: Family<ApiResourceLabels, Histogram>,
+    pub cloudflare_syncs: Family<ResultLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,6 +98,9 @@ impl Default for Metrics {
         let sync_duration =
             Family::<StatusLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
         let proxy_push_duration = duration_histogram();
+        let cloudflare_api_duration = Family::<ApiResourceLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
         let m = Self {
             sync_duration: sync_duration.clone(),
             synced_routes: Family::default(),
@@ -98,6 +117,9 @@ impl Default for Metrics {
             is_leader: Gauge::default(),
             status_writes: Family::default(),
             reconciles: Family::default(),
+            cloudflare_api_calls: Family::default(),
+            cloudflare_api_duration: cloudflare_api_duration.clone(),
+            cloudflare_syncs: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,6 +193,21 @@ impl Default for Metrics {
             m.status_writes.clone(),
         );
         registry.register("tunnelgate_reconciles", "Syncs by result", m.reconciles.clone());
+        registry.register(
+            "cftunnel_cloudflare_api_calls",
+            "Cloudflare API calls by method, resource and HTTP status (\"error\" when there was no answer)",
+            m.cloudflare_api_calls.clone(),
+        );
+        registry.register(
+            "cftunnel_cloudflare_api_duration_seconds",
+            "Duration of one Cloudflare API call",
+            cloudflare_api_duration,
+        );
+        registry.register(
+            "tunnelgate_cloudflare_syncs",
+            "Cloudflare tunnel ingress sync attempts by result: updated, unchanged, error, missing_token, missing_ids",
+            m.cloudflare_syncs.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -209,6 +246,30 @@ impl Metrics {
             .inc();
     }
 
+    pub fn cloudflare_api_call(&self, method: &str, resource: &str, status: &str, seconds: f64) {
+        self.cloudflare_api_calls
+            .get_or_create(&ApiCallLabels {
+                method: method.to_owned(),
+                resource: resource.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+        self.cloudflare_api_duration
+            .get_or_create(&ApiResourceLabels {
+                method: method.to_owned(),
+                resource: resource.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn cloudflare_sync(&self, result: &str) {
+        self.cloudflare_syncs
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn reconcile(&self, result: &str) {
         self.reconciles
             .get_or_create(&ResultLabel {
@@ -228,6 +289,8 @@ mod tests {
         m.push_result("ok");
         m.status_write("HTTPRoute", "ok");
         m.is_leader.set(1);
+        m.cloudflare_api_call("GET", "tunnel_configurations", "200", 0.1);
+        m.cloudflare_sync("unchanged");
         m.sync_duration
             .get_or_create(&StatusLabel {
                 status: "success".into(),
@@ -240,6 +303,9 @@ mod tests {
             "tunnelgate_is_leader 1",
             "cftunnel_sync_duration_seconds_count{status=\"success\"} 1",
             "# TYPE tunnelgate_proxy_push_duration_seconds histogram",
+            "cftunnel_cloudflare_api_calls_total{method=\"GET\",resource=\"tunnel_configurations\",status=\"200\"} 1",
+            "cftunnel_cloudflare_api_duration_seconds_count{method=\"GET\",resource=\"tunnel_configurations\"} 1",
+            "tunnelgate_cloudflare_syncs_total{result=\"unchanged\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

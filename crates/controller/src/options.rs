@@ -7,6 +7,8 @@ use std::time::Duration;
 
 /// Our `GatewayClass.spec.controllerName` unless told otherwise.
 pub const DEFAULT_CONTROLLER_NAME: &str = "tunnelgate.dev/gateway-controller";
+/// Base URL of the Cloudflare API v4 (controller.md §9).
+pub const DEFAULT_CLOUDFLARE_API_URL: &str = "https://api.cloudflare.com/client/v4";
 /// Field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "tunnelgate-controller";
 
@@ -37,6 +39,8 @@ pub struct ControllerOptions {
     /// The proxies run the tunnel over explicit QUIC (`--tunnel-protocol=quic`): GRPCRoutes are not accepted
     /// (controller.md §6.4; see `TranslateOptions::reject_grpc_routes`).
     pub reject_grpc_routes: bool,
+    /// The Cloudflare API sync (controller.md §9); `None` when off (the default).
+    pub cloudflare: Option<CloudflareOptions>,
     /// Quiet time a burst of changes must leave before a sync runs.
     pub debounce: Duration,
     /// Upper bound on how long a continuous stream of changes can hold a sync back.
@@ -60,6 +64,7 @@ impl ControllerOptions {
             tunnel_token: None,
             proxy_deployment: None,
             reject_grpc_routes: false,
+            cloudflare: None,
             debounce: Duration::from_millis(50),
             debounce_max_delay: Duration::from_millis(250),
         }
@@ -122,6 +127,46 @@ pub struct AuthTokenOptions {
 pub struct TunnelTokenOptions {
     pub secret: ObjectName,
     pub key: String,
+}
+
+/// The Cloudflare API sync (controller.md §9): where the API is, which tunnel, which token, and how often.
+#[derive(Debug, Clone)]
+pub struct CloudflareOptions {
+    /// Base URL of the API: `https://api.cloudflare.com/client/v4`, or a loopback `http://` fake in tests.
+    pub api_url: String,
+    /// The Secret holding an API token with "Cloudflare Tunnel: Edit".
+    pub api_token_secret: ObjectName,
+    pub api_token_key: String,
+    /// `--cloudflare-account-id`; when unset the tunnel token's account tag is used.
+    pub account_id: Option<String>,
+    /// `--cloudflare-tunnel-id`; when unset the tunnel token's tunnel id is used.
+    pub tunnel_id: Option<String>,
+    /// Wait after a routing change before calling the API (2 s), so a burst of changes makes one call.
+    pub debounce: Duration,
+    /// First wait after a 429, 5xx or transport failure (5 s); it doubles on each further failure.
+    pub backoff_base: Duration,
+    /// Longest wait between retries (5 min); also how long a refused call (401, 403, 404, ...) waits before it is
+    /// tried again without a change.
+    pub backoff_max: Duration,
+    /// Bound on one API call, connection and body included.
+    pub call_timeout: Duration,
+}
+
+impl CloudflareOptions {
+    /// The real API and the spec's timings.
+    pub fn new(api_token_secret: ObjectName, api_token_key: impl Into<String>) -> Self {
+        Self {
+            api_url: DEFAULT_CLOUDFLARE_API_URL.to_owned(),
+            api_token_secret,
+            api_token_key: api_token_key.into(),
+            account_id: None,
+            tunnel_id: None,
+            debounce: Duration::from_secs(2),
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `NAMESPACE/NAME`.

@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use tunnelgate_gateway::{ObjectEvent, ObjectStatus, Snapshot, TranslateOptions, translate};
 
 use crate::Error;
+use crate::cloudflare::sync::Link as CloudflareLink;
+use crate::cloudflare::tunnel_ingress;
 use crate::debounce::{Debouncer, Trigger};
 use crate::discovery::{targets_from_slices, targets_from_urls};
 use crate::events::EventLog;
@@ -63,6 +65,8 @@ pub struct Context {
     /// [`crate::auth_token::token_hash`] of the current usable tunnel token; `None` before one is read.
     pub tunnel_token_hash: watch::Receiver<Option<String>>,
     pub events: EventLog,
+    /// The Cloudflare API sync, when enabled.
+    pub cloudflare: Option<Arc<CloudflareLink>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -108,6 +112,11 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
         &translation.statuses,
         &ctx.opts.controller_name,
     );
+
+    if let Some(link) = &ctx.cloudflare {
+        link.offer(tunnel_ingress(&translation.config));
+    }
+    let cloudflare_verdict = ctx.cloudflare.as_ref().map(|link| link.verdict());
 
     // Push first: the document is what serves traffic, status can follow.
     let doc = ctx.pusher.publish(translation.config, generations)?;
@@ -160,6 +169,9 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
             &ctx.opts.controller_name,
             &now,
         );
+        if let Some(verdict) = &cloudflare_verdict {
+            status::add_cloudflare_synced(&mut object, current.as_ref(), generation, verdict, &now);
+        }
         if status::needs_write(
             &object.kind,
             current.as_ref(),

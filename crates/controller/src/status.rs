@@ -1,5 +1,6 @@
 //! Status writes (controller.md §6): which of the translated statuses to write, the controller's own
-//! `tunnelgate.dev/ConfigPushed` condition, and the server-side apply itself.
+//! `tunnelgate.dev/ConfigPushed` and `tunnelgate.dev/CloudflareSynced` conditions, and the server-side apply
+//! itself.
 //!
 //! The translation already merges other controllers' route parent entries and keeps `lastTransitionTime` for
 //! unchanged conditions. What is decided here: skip writes that change nothing or would lower
@@ -18,11 +19,81 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tunnelgate_gateway::ObjectStatus;
 
+use crate::cloudflare::{CloudflareSynced, MAX_INGRESS_ENTRIES};
 use crate::options::FIELD_MANAGER;
 use crate::push::PushView;
 
 /// Our condition reporting whether the proxies run the current document.
 pub const CONFIG_PUSHED: &str = "tunnelgate.dev/ConfigPushed";
+/// Our Gateway condition reporting whether the tunnel's ingress document in Cloudflare lists the routes' hostnames
+/// (controller.md §9); present only while the sync is enabled.
+pub const CLOUDFLARE_SYNCED: &str = "tunnelgate.dev/CloudflareSynced";
+
+/// Adds `tunnelgate.dev/CloudflareSynced` to a translated Gateway status (other kinds are left alone: route status
+/// does not depend on the Cloudflare API).
+///
+/// True/`Synced` when the remote document lists every hostname; True/`Truncated` when it is in step but cut at
+/// 1,000 entries (the message says how many hostnames are missing); False with the failure's reason otherwise.
+/// Before this leader's first attempt the condition found on the object is kept, or Unknown/`Pending` is set.
+pub fn add_cloudflare_synced(
+    status: &mut ObjectStatus,
+    current: Option<&Value>,
+    generation: Option<i64>,
+    verdict: &CloudflareSynced,
+    now: &Time,
+) {
+    if status.kind != "Gateway" {
+        return;
+    }
+    let current_conditions = current.and_then(|c| c.get("conditions"));
+    let mut c = match verdict {
+        CloudflareSynced::Pending => match find_condition(current_conditions, CLOUDFLARE_SYNCED) {
+            Some(found) => {
+                let mut kept = found.clone();
+                if let Some(g) = generation {
+                    kept["observedGeneration"] = json!(g);
+                }
+                kept
+            }
+            None => {
+                let mut c = condition(
+                    CLOUDFLARE_SYNCED,
+                    false,
+                    "Pending",
+                    "the tunnel's ingress document has not been synced with the Cloudflare API yet",
+                    generation,
+                    now,
+                );
+                c["status"] = json!("Unknown");
+                c
+            }
+        },
+        CloudflareSynced::Synced { listed, dropped: 0 } => condition(
+            CLOUDFLARE_SYNCED,
+            true,
+            "Synced",
+            &format!("the tunnel's ingress document in Cloudflare lists the routes' {listed} hostnames"),
+            generation,
+            now,
+        ),
+        CloudflareSynced::Synced { listed, dropped } => condition(
+            CLOUDFLARE_SYNCED,
+            true,
+            "Truncated",
+            &format!(
+                "the tunnel's ingress document is limited to {MAX_INGRESS_ENTRIES} entries: it lists {listed} \
+                 hostnames and leaves out {dropped}; routing through the tunnel is not affected"
+            ),
+            generation,
+            now,
+        ),
+        CloudflareSynced::Failed { reason, message } => {
+            condition(CLOUDFLARE_SYNCED, false, reason, message, generation, now)
+        }
+    };
+    carry_transition_time(&mut c, current_conditions);
+    push_condition(status.status.get_mut("conditions"), c);
+}
 
 /// Adds `tunnelgate.dev/ConfigPushed` to a translated status.
 ///

@@ -1,5 +1,6 @@
 //! The tunnel token (controller.md §8) as far as the controller needs it: the tunnel id, for Gateway
-//! `status.addresses` (`<tunnel-id>.cfargotunnel.com`). The token is never logged.
+//! `status.addresses` (`<tunnel-id>.cfargotunnel.com`), and the account tag, for the Cloudflare API (§9). The token
+//! is never logged.
 
 use base64::Engine as _;
 
@@ -12,8 +13,22 @@ pub enum TunnelTokenError {
     Shape,
 }
 
+/// The ids a tunnel token names; the account tag is optional because only the Cloudflare API needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelIds {
+    /// `a`: the account tag.
+    pub account_id: Option<String>,
+    /// `t`: the tunnel UUID.
+    pub tunnel_id: String,
+}
+
 /// The tunnel id (`t`) of a cloudflared tunnel token: base64 of `{"a": account, "t": tunnel id, "s": secret}`.
 pub fn tunnel_id(token: &str) -> Result<String, TunnelTokenError> {
+    tunnel_ids(token).map(|ids| ids.tunnel_id)
+}
+
+/// The account tag (`a`, when present) and tunnel id (`t`) of a tunnel token.
+pub fn tunnel_ids(token: &str) -> Result<TunnelIds, TunnelTokenError> {
     let token = token.trim();
     let engines = [
         &base64::engine::general_purpose::STANDARD,
@@ -31,7 +46,15 @@ pub fn tunnel_id(token: &str) -> Result<String, TunnelTokenError> {
         .and_then(|t| t.as_str())
         .filter(|t| !t.is_empty())
         .ok_or(TunnelTokenError::Shape)?;
-    Ok(id.to_owned())
+    let account = value
+        .get("a")
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
+    Ok(TunnelIds {
+        account_id: account,
+        tunnel_id: id.to_owned(),
+    })
 }
 
 /// The Gateway address a tunnel answers on.
@@ -48,6 +71,13 @@ mod tests {
         let json = r#"{"a":"0123456789abcdef0123456789abcdef","t":"6ff42ae2-765d-4adf-8112-31c55c1551ef","s":"c2VjcmV0"}"#;
         let token = base64::engine::general_purpose::STANDARD.encode(json);
         assert_eq!(tunnel_id(&token).unwrap(), "6ff42ae2-765d-4adf-8112-31c55c1551ef");
+        let ids = tunnel_ids(&token).unwrap();
+        assert_eq!(
+            ids.account_id.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        let no_account = base64::engine::general_purpose::STANDARD.encode(r#"{"t":"x"}"#);
+        assert_eq!(tunnel_ids(&no_account).unwrap().account_id, None);
         assert_eq!(tunnel_hostname("x"), "x.cfargotunnel.com");
     }
 

@@ -204,3 +204,101 @@ fn gateways_report_pushed_rejected_or_keep_the_last_verdict() {
         (Some("False"), Some("Rejected"))
     );
 }
+
+#[test]
+fn gateways_report_the_cloudflare_sync_and_routes_do_not() {
+    let now = time("2026-11-26T10:00:00Z");
+    let gateway = ObjectStatus {
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "Gateway".into(),
+        namespace: Some("default".into()),
+        name: "gw".into(),
+        status: json!({"conditions": [cond("Accepted", "True", "Accepted", 2, "2026-01-01T00:00:00Z")], "listeners": []}),
+    };
+    let synced_of = |st: &ObjectStatus| {
+        st.status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == CLOUDFLARE_SYNCED)
+            .cloned()
+            .unwrap()
+    };
+
+    let mut pending = gateway.clone();
+    add_cloudflare_synced(&mut pending, None, Some(2), &CloudflareSynced::Pending, &now);
+    let c = synced_of(&pending);
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("Unknown"), Some("Pending"))
+    );
+
+    let mut synced = gateway.clone();
+    let ok = CloudflareSynced::Synced {
+        listed: 3,
+        dropped: 0,
+    };
+    add_cloudflare_synced(&mut synced, None, Some(2), &ok, &now);
+    let c = synced_of(&synced);
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("True"), Some("Synced"))
+    );
+    assert_eq!(c["observedGeneration"], 2);
+    assert!(c["message"].as_str().unwrap().contains("3 hostnames"));
+
+    // A new leader keeps the last verdict until it has tried itself.
+    let mut kept = gateway.clone();
+    add_cloudflare_synced(
+        &mut kept,
+        Some(&synced.status),
+        Some(3),
+        &CloudflareSynced::Pending,
+        &now,
+    );
+    let c = synced_of(&kept);
+    assert_eq!(
+        (c["reason"].as_str(), c["observedGeneration"].as_i64()),
+        (Some("Synced"), Some(3))
+    );
+
+    let mut truncated = gateway.clone();
+    let cut = CloudflareSynced::Synced {
+        listed: 999,
+        dropped: 12,
+    };
+    add_cloudflare_synced(&mut truncated, None, Some(2), &cut, &now);
+    let c = synced_of(&truncated);
+    assert_eq!(c["reason"], "Truncated");
+    assert!(c["message"].as_str().unwrap().contains("leaves out 12"));
+
+    let mut failed = gateway.clone();
+    let refused = CloudflareSynced::Failed {
+        reason: "RateLimited",
+        message: "the Cloudflare API answered 429: slow down".into(),
+    };
+    add_cloudflare_synced(
+        &mut failed,
+        Some(&synced.status),
+        Some(2),
+        &refused,
+        &time("2026-11-26T10:05:00Z"),
+    );
+    let c = synced_of(&failed);
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("RateLimited"))
+    );
+    assert_eq!(
+        c["lastTransitionTime"], "2026-11-26T10:05:00Z",
+        "the status flipped"
+    );
+
+    let mut route = route_status(vec![parent(OURS, "gw", vec![])]);
+    let before = route.clone();
+    add_cloudflare_synced(&mut route, None, Some(1), &refused, &now);
+    assert_eq!(
+        route, before,
+        "route status does not depend on the Cloudflare API"
+    );
+}
