@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod apiserver;
+pub mod cloudflare;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
