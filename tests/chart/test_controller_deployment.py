@@ -98,8 +98,6 @@ def test_overrides_of_every_value_backed_flag():
 def test_features_the_controller_refuses_fail_at_render_time():
     """The controller of this appVersion exits 1 on these; the chart says so at install time instead of
     deploying a crash-looping pod (test_controller_flags checks the binary still refuses them)."""
-    err = render_error({"cloudflare": {"sync": True, "apiTokenSecretRef": {"name": "cf-api"}}})
-    assert "cloudflare.sync is not implemented by the tunnelgate" in err
     err = render_error({"controller": {"tracing": {"enabled": True}}})
     assert "controller.tracing.enabled is not implemented by the tunnelgate" in err
 
@@ -125,6 +123,41 @@ def test_standalone_mode_has_no_tunnel_flags():
 def test_cloudflare_sync_requires_api_token_secret():
     err = render_error({"cloudflare": {"sync": True}})
     assert "cloudflare.sync requires cloudflare.apiTokenSecretRef.name" in err
+
+
+def test_cloudflare_sync_passes_the_secret_and_takes_the_ids_from_the_tunnel_token():
+    a = args_map(controller_deployment(render({"cloudflare": {"sync": True, "apiTokenSecretRef": {"name": "cf-api"}}})))
+    assert a["cloudflare-sync"] == "true"
+    assert a["cloudflare-api-token-secret"] == "tg/cf-api"
+    assert a["cloudflare-api-token-key"] == "api-token"
+    # The controller reads the account and tunnel ids from the tunnel token Secret it is given.
+    assert "proxy-token-secret" in a
+    assert "cloudflare-account-id" not in a and "cloudflare-tunnel-id" not in a
+
+
+def test_cloudflare_sync_with_explicit_ids_and_key():
+    values = {
+        "cloudflare": {
+            "sync": True,
+            "apiTokenSecretRef": {"name": "cf-api", "key": "token"},
+            "accountId": "0123456789abcdef0123456789abcdef",
+            "tunnelId": "6ff42ae2-765d-4adf-8112-31c55c1551ef",
+        }
+    }
+    a = args_map(controller_deployment(render(values)))
+    assert a["cloudflare-api-token-key"] == "token"
+    assert a["cloudflare-account-id"] == "0123456789abcdef0123456789abcdef"
+    assert a["cloudflare-tunnel-id"] == "6ff42ae2-765d-4adf-8112-31c55c1551ef"
+    values["proxy"] = {"mode": "standalone"}
+    a = args_map(controller_deployment(helm_template(values)))
+    assert a["cloudflare-sync"] == "true" and "proxy-token-secret" not in a
+
+
+def test_cloudflare_sync_in_standalone_mode_needs_both_ids():
+    err = render_error(
+        {"proxy": {"mode": "standalone"}, "cloudflare": {"sync": True, "apiTokenSecretRef": {"name": "cf-api"}}}
+    )
+    assert "cloudflare.sync in standalone mode needs cloudflare.accountId and cloudflare.tunnelId" in err
 
 
 def test_image_tag_repository_and_pull_policy(default_docs):

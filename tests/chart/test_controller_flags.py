@@ -82,6 +82,18 @@ SCENARIOS = {
             "cloudflare": {"accountId": "0123456789abcdef0123456789abcdef", "tunnelId": "6ff42ae2-765d-4adf-8112-31c55c1551ef"},
         }
     ),
+    "cloudflare-sync": lambda: render({"cloudflare": {"sync": True, "apiTokenSecretRef": {"name": "cf-api"}}}),
+    "cloudflare-sync-standalone": lambda: helm_template(
+        {
+            "proxy": {"mode": "standalone"},
+            "cloudflare": {
+                "sync": True,
+                "apiTokenSecretRef": {"name": "cf-api", "key": "token"},
+                "accountId": "0123456789abcdef0123456789abcdef",
+                "tunnelId": "6ff42ae2-765d-4adf-8112-31c55c1551ef",
+            },
+        }
+    ),
     **{f.name: (lambda f=f: helm_template(None, files=(f,))) for f in CI_VALUES},
 }
 
@@ -148,7 +160,6 @@ def test_rendered_args_get_the_controller_as_far_as_the_api_server(scenario, tun
 @pytest.mark.parametrize(
     "flags, chart_value",
     [
-        (["--cloudflare-sync=true"], "cloudflare.sync"),
         (["--tracing-enabled=true"], "controller.tracing.enabled"),
     ],
 )

@@ -186,12 +186,27 @@ def test_controller_policy_when_enabled(peers):
     egress = spec["egress"]
     assert {"port": 53, "protocol": "UDP"} in egress[0]["ports"] and {"port": 53, "protocol": "TCP"} in egress[0]["ports"]
     assert egress[1] == {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}
-    assert egress[2]["ports"] == [{"port": 443, "protocol": "TCP"}]
-    assert all("ipBlock" in t for t in egress[2]["to"])
-    assert egress[3]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "proxy"
-    assert egress[3]["ports"] == [{"port": 8081, "protocol": "TCP"}]
+    # No Cloudflare API rule while cloudflare.sync is off: the controller does not call it.
+    assert egress[2]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "proxy"
+    assert egress[2]["ports"] == [{"port": 8081, "protocol": "TCP"}]
+    assert len(egress) == 3
     for cidr in _all_ip_blocks(pol):
         assert cidr not in ("0.0.0.0/0", "::/0")
+
+
+def test_controller_policy_opens_the_cloudflare_api_with_the_sync():
+    values = {
+        "controller": {"networkPolicy": {"enabled": True, "kubeApiServerCIDRs": ["10.0.0.1/32"]}},
+        "cloudflare": {"sync": True, "apiTokenSecretRef": {"name": "cf-api"}},
+    }
+    egress = one(render(values), "NetworkPolicy", "rel-tunnelgate")["spec"]["egress"]
+    api = egress[2]
+    assert api["ports"] == [{"port": 443, "protocol": "TCP"}]
+    assert {t["ipBlock"]["cidr"] for t in api["to"]} >= {"104.16.0.0/13", "173.245.48.0/20"}
+    assert egress[3]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "proxy"
+    values["controller"]["networkPolicy"]["cloudflareApiCIDRs"] = []
+    err = render_error(values)
+    assert "needs controller.networkPolicy.cloudflareApiCIDRs" in err
 
 
 def test_controller_policy_without_peers_admits_nothing():

@@ -184,10 +184,13 @@ Value combinations that cannot work, failed at render time rather than as a cras
 {{- if and .Values.cloudflare.sync (not .Values.cloudflare.apiTokenSecretRef.name) }}
 {{- fail "cloudflare.sync requires cloudflare.apiTokenSecretRef.name: a Secret holding an API token with the \"Cloudflare Tunnel: Edit\" permission" }}
 {{- end }}
-{{- /* The controller of this appVersion refuses these at startup; tests/chart checks that it still does. */}}
-{{- if .Values.cloudflare.sync }}
-{{- fail (printf "cloudflare.sync is not implemented by the tunnelgate %s controller; leave it false" .Chart.AppVersion) }}
+{{- if and .Values.cloudflare.sync (ne .Values.proxy.mode "tunnel") (not (and .Values.cloudflare.accountId .Values.cloudflare.tunnelId)) }}
+{{- fail "cloudflare.sync in standalone mode needs cloudflare.accountId and cloudflare.tunnelId: there is no tunnel token to read them from" }}
 {{- end }}
+{{- if and .Values.cloudflare.sync .Values.controller.networkPolicy.enabled (empty .Values.controller.networkPolicy.cloudflareApiCIDRs) }}
+{{- fail "cloudflare.sync with controller.networkPolicy.enabled needs controller.networkPolicy.cloudflareApiCIDRs: without them the controller cannot reach api.cloudflare.com" }}
+{{- end }}
+{{- /* The controller of this appVersion refuses these at startup; tests/chart checks that it still does. */}}
 {{- if .Values.controller.tracing.enabled }}
 {{- fail (printf "controller.tracing.enabled is not implemented by the tunnelgate %s controller; leave it false" .Chart.AppVersion) }}
 {{- end }}

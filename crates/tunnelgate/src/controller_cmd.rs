@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::builder::BoolishValueParser;
 use tunnelgate_config::GoDuration;
+use tunnelgate_controller::cloudflare::api::ConfigurationsApi;
 use tunnelgate_controller::{
-    AuthTokenOptions, BackendResolution, ConfigPort, ControllerOptions, LeaderElectionOptions, ObjectName,
-    ProxyTargets, ProxyUrl, TunnelTokenOptions,
+    AuthTokenOptions, BackendResolution, CloudflareOptions, ConfigPort, ControllerOptions,
+    LeaderElectionOptions, ObjectName, ProxyTargets, ProxyUrl, TunnelTokenOptions,
 };
 
 /// Where a pod's service-account namespace is mounted.
@@ -113,22 +114,30 @@ struct Flags {
     /// Service backends: `endpoints` (one backend per ready endpoint) or `dns` (the Service DNS name).
     #[arg(long, env = "TUNNELGATE_BACKEND_RESOLUTION", default_value = "endpoints", value_parser = ["endpoints", "dns"])]
     backend_resolution: String,
-    /// Cloudflare API sync. Not implemented in this build: `true` is refused.
+    /// Keep the tunnel's ingress document in the Cloudflare dashboard in step with the routes (controller.md §9).
+    /// Needs --cloudflare-api-token-secret, and the account and tunnel ids from --proxy-token-secret or the flags.
     #[arg(long, env = "TUNNELGATE_CLOUDFLARE_SYNC", default_value = "false", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     cloudflare_sync: bool,
-    /// Only with --cloudflare-sync (refused).
+    /// Secret holding an API token with "Cloudflare Tunnel: Edit", `NAME` or `NAMESPACE/NAME`.
     #[arg(long, env = "TUNNELGATE_CLOUDFLARE_API_TOKEN_SECRET")]
     cloudflare_api_token_secret: Option<String>,
-    /// Only with --cloudflare-sync (refused).
-    #[arg(long, env = "TUNNELGATE_CLOUDFLARE_API_TOKEN_KEY")]
-    cloudflare_api_token_key: Option<String>,
-    /// Only with --cloudflare-sync (refused).
+    /// Key of the API token in that Secret.
+    #[arg(
+        long,
+        env = "TUNNELGATE_CLOUDFLARE_API_TOKEN_KEY",
+        default_value = "api-token"
+    )]
+    cloudflare_api_token_key: String,
+    /// Account id (32 hex characters). Default: the account tag of the tunnel token.
     #[arg(long, env = "TUNNELGATE_CLOUDFLARE_ACCOUNT_ID")]
     cloudflare_account_id: Option<String>,
-    /// Only with --cloudflare-sync (refused).
+    /// Tunnel UUID. Default: the tunnel id of the tunnel token.
     #[arg(long, env = "TUNNELGATE_CLOUDFLARE_TUNNEL_ID")]
     cloudflare_tunnel_id: Option<String>,
+    /// Base URL of the Cloudflare API. Default: https://api.cloudflare.com/client/v4.
+    #[arg(long, env = "TUNNELGATE_CLOUDFLARE_API_URL")]
+    cloudflare_api_url: Option<String>,
     /// OTLP tracing. Not implemented in this build: `true` is refused.
     #[arg(long, env = "TUNNELGATE_TRACING_ENABLED", default_value = "false", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -169,25 +178,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Flags for features this build does not have are errors, never silently ignored.
+/// Flags for features this build does not have are errors, never silently ignored; so are flags that only apply to
+/// a feature that is off.
 fn refuse_unimplemented(args: &Flags) -> anyhow::Result<()> {
-    if args.cloudflare_sync {
-        bail!("--cloudflare-sync is not implemented in this build; run with --cloudflare-sync=false");
-    }
-    let cloudflare_only = [
-        (
-            "--cloudflare-api-token-secret",
-            args.cloudflare_api_token_secret.is_some(),
-        ),
-        (
-            "--cloudflare-api-token-key",
-            args.cloudflare_api_token_key.is_some(),
-        ),
-        ("--cloudflare-account-id", args.cloudflare_account_id.is_some()),
-        ("--cloudflare-tunnel-id", args.cloudflare_tunnel_id.is_some()),
-    ];
-    if let Some((flag, _)) = cloudflare_only.iter().find(|(_, set)| *set) {
-        bail!("{flag} only applies to --cloudflare-sync, which is not implemented in this build");
+    if !args.cloudflare_sync {
+        let cloudflare_only = [
+            (
+                "--cloudflare-api-token-secret",
+                args.cloudflare_api_token_secret.is_some(),
+            ),
+            ("--cloudflare-account-id", args.cloudflare_account_id.is_some()),
+            ("--cloudflare-tunnel-id", args.cloudflare_tunnel_id.is_some()),
+            ("--cloudflare-api-url", args.cloudflare_api_url.is_some()),
+        ];
+        if let Some((flag, _)) = cloudflare_only.iter().find(|(_, set)| *set) {
+            bail!("{flag} only applies with --cloudflare-sync=true");
+        }
     }
     if args.tracing_enabled {
         bail!("--tracing-enabled is not implemented in this build; run with --tracing-enabled=false");
@@ -279,12 +285,71 @@ fn controller_options(
     if let Some(deployment) = &args.proxy_deployment {
         opts.proxy_deployment = Some(in_pod_namespace("--proxy-deployment", deployment)?);
     }
+    if args.cloudflare_sync {
+        opts.cloudflare = Some(cloudflare_options(args, &in_pod_namespace)?);
+    }
     opts.reject_grpc_routes = match args.tunnel_protocol.trim().to_ascii_lowercase().as_str() {
         "auto" | "http2" | "" => false,
         "quic" => true,
         other => bail!("--tunnel-protocol must be auto, quic or http2, not {other:?}"),
     };
     Ok(opts)
+}
+
+/// The Cloudflare API sync's settings: the API token Secret is required, and so are the account and tunnel ids,
+/// from the tunnel token Secret or both flags.
+fn cloudflare_options(
+    args: &Flags,
+    in_pod_namespace: &dyn Fn(&str, &str) -> anyhow::Result<ObjectName>,
+) -> anyhow::Result<CloudflareOptions> {
+    let Some(secret) = &args.cloudflare_api_token_secret else {
+        bail!(
+            "--cloudflare-sync needs --cloudflare-api-token-secret: a Secret holding an API token with the \
+             \"Cloudflare Tunnel: Edit\" permission"
+        );
+    };
+    let key = args.cloudflare_api_token_key.trim();
+    if key.is_empty() {
+        bail!("--cloudflare-api-token-key must not be empty");
+    }
+    let mut cf = CloudflareOptions::new(in_pod_namespace("--cloudflare-api-token-secret", secret)?, key);
+    let id = |flag: &str, value: &Option<String>| -> anyhow::Result<Option<String>> {
+        let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        if value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            bail!("{flag} must be letters, digits and '-' (at most 64), not {value:?}");
+        }
+        Ok(Some(value.to_owned()))
+    };
+    cf.account_id = id("--cloudflare-account-id", &args.cloudflare_account_id)?;
+    cf.tunnel_id = id("--cloudflare-tunnel-id", &args.cloudflare_tunnel_id)?;
+    if args.proxy_token_secret.is_none() {
+        let missing: Vec<&str> = [
+            ("--cloudflare-account-id", cf.account_id.is_none()),
+            ("--cloudflare-tunnel-id", cf.tunnel_id.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, missing)| missing.then_some(flag))
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "--cloudflare-sync needs the account and tunnel ids: give --proxy-token-secret (they are read from \
+                 the tunnel token) or {}",
+                missing.join(" and ")
+            );
+        }
+    }
+    if let Some(url) = args
+        .cloudflare_api_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        cf.api_url = url.to_owned();
+    }
+    ConfigurationsApi::new(&cf.api_url, cf.call_timeout).context("--cloudflare-api-url")?;
+    Ok(cf)
 }
 
 /// `:PORT` (every interface, IPv6 and IPv4), `HOST:PORT`, `[V6]:PORT`; `0` or empty disables the listener.
@@ -467,17 +532,118 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_features_are_refused_not_ignored() {
+    fn unimplemented_features_and_stray_flags_are_refused_not_ignored() {
         for argv in [
-            &["--proxy-service=p", "--cloudflare-sync=true"][..],
-            &["--proxy-service=p", "--cloudflare-sync"],
-            &["--proxy-service=p", "--cloudflare-account-id=0123"],
+            &["--proxy-service=p", "--cloudflare-account-id=0123"][..],
+            &["--proxy-service=p", "--cloudflare-api-url=http://127.0.0.1:1"],
             &["--proxy-service=p", "--tracing-enabled=true"],
             &["--proxy-service=p", "--tracing-endpoint=http://otel:4317"],
         ] {
             let err = refuse_unimplemented(&parse(argv)).unwrap_err().to_string();
-            assert!(err.contains("not") || err.contains("must"), "{argv:?}: {err}");
+            assert!(
+                err.contains("not") || err.contains("must") || err.contains("only applies"),
+                "{argv:?}: {err}"
+            );
         }
+    }
+
+    #[test]
+    fn cloudflare_sync_takes_ids_from_the_tunnel_token_or_the_flags() {
+        let args = parse(&[
+            "--proxy-service=p",
+            "--proxy-token-secret=tunnel",
+            "--cloudflare-sync",
+            "--cloudflare-api-token-secret=cf-api",
+        ]);
+        refuse_unimplemented(&args).unwrap();
+        let cf = controller_options(&args, "tg", "me".into(), "")
+            .unwrap()
+            .cloudflare
+            .unwrap();
+        assert_eq!(cf.api_token_secret, ObjectName::new("tg", "cf-api"));
+        assert_eq!(cf.api_token_key, "api-token");
+        assert_eq!((cf.account_id, cf.tunnel_id), (None, None));
+        assert_eq!(cf.api_url, "https://api.cloudflare.com/client/v4");
+        assert_eq!(cf.debounce, Duration::from_secs(2));
+        assert_eq!(
+            (cf.backoff_base, cf.backoff_max),
+            (Duration::from_secs(5), Duration::from_secs(300))
+        );
+
+        let args = parse(&[
+            "--proxy-service=p",
+            "--cloudflare-sync=true",
+            "--cloudflare-api-token-secret=ops/cf-api",
+            "--cloudflare-api-token-key=token",
+            "--cloudflare-account-id=0123456789abcdef0123456789abcdef",
+            "--cloudflare-tunnel-id=6ff42ae2-765d-4adf-8112-31c55c1551ef",
+            "--cloudflare-api-url=http://127.0.0.1:9/client/v4",
+        ]);
+        refuse_unimplemented(&args).unwrap();
+        let cf = controller_options(&args, "tg", "me".into(), "")
+            .unwrap()
+            .cloudflare
+            .unwrap();
+        assert_eq!(cf.api_token_secret, ObjectName::new("ops", "cf-api"));
+        assert_eq!(cf.api_token_key, "token");
+        assert_eq!(cf.account_id.as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        assert_eq!(
+            cf.tunnel_id.as_deref(),
+            Some("6ff42ae2-765d-4adf-8112-31c55c1551ef")
+        );
+        assert_eq!(cf.api_url, "http://127.0.0.1:9/client/v4");
+
+        let off = parse(&["--proxy-service=p"]);
+        assert!(
+            controller_options(&off, "tg", "me".into(), "")
+                .unwrap()
+                .cloudflare
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn cloudflare_sync_without_what_it_needs_is_a_clear_error() {
+        let bad = |argv: &[&str]| {
+            let args = parse(argv);
+            refuse_unimplemented(&args).unwrap();
+            controller_options(&args, "tg", "me".into(), "")
+                .unwrap_err()
+                .to_string()
+        };
+        let base = ["--proxy-service=p", "--cloudflare-sync"];
+        let with = |extra: &[&'static str]| [&base[..], extra].concat();
+        assert!(bad(&with(&["--proxy-token-secret=t"])).contains("--cloudflare-api-token-secret"));
+        let no_ids = bad(&with(&["--cloudflare-api-token-secret=cf"]));
+        assert!(
+            no_ids.contains("--proxy-token-secret")
+                && no_ids.contains("--cloudflare-account-id and --cloudflare-tunnel-id"),
+            "{no_ids}"
+        );
+        let half = bad(&with(&[
+            "--cloudflare-api-token-secret=cf",
+            "--cloudflare-account-id=abc",
+        ]));
+        assert!(
+            half.contains("--cloudflare-tunnel-id") && !half.contains("account-id and"),
+            "{half}"
+        );
+        assert!(
+            bad(&with(&[
+                "--cloudflare-api-token-secret=cf",
+                "--proxy-token-secret=t",
+                "--cloudflare-tunnel-id=../../zones"
+            ]))
+            .contains("--cloudflare-tunnel-id")
+        );
+        assert!(
+            bad(&with(&[
+                "--cloudflare-api-token-secret=cf",
+                "--proxy-token-secret=t",
+                "--cloudflare-api-url=ftp://api.example.com"
+            ]))
+            .contains("--cloudflare-api-url")
+        );
     }
 
     #[test]

@@ -198,7 +198,11 @@ fn unimplemented_features_are_refused_from_flags_and_environment() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--cloudflare-sync is not implemented"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--cloudflare-sync needs --cloudflare-api-token-secret"),
+        "{stderr}"
+    );
 
     let out = bin()
         .args(["controller", "--proxy-service", "p"])
