@@ -1,16 +1,16 @@
 //! Backend transports and their connection pools (routing.md §11): per upstream, our own HTTP/1.1 pool
-//! ([`http1`]: up to 1,024 idle keep-alive connections, driven by the task that uses them), or hyper-util's
-//! client for HTTP/2 (h2c with prior knowledge, or TLS with ALPN `h2`: one multiplexed connection); TLS via
-//! rustls.
+//! ([`http1`]: up to 1,024 idle keep-alive connections, driven by the task that uses them), or our HTTP/2 pool
+//! ([`http2`]: h2c with prior knowledge, or TLS with ALPN `h2`; requests multiplex on a connection, and another
+//! opens when every connection is at the backend's `MAX_CONCURRENT_STREAMS`); TLS via rustls.
 //!
 //! Each transport dials exactly its upstream's host and port whatever the request URI says, so the URI authority
 //! can carry the forwarded Host for HTTP/2 backends.
 
 mod http1;
+mod http2;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,9 +19,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -35,6 +32,7 @@ use crate::metrics::BackendErrorReason;
 use crate::tls;
 
 pub use self::http1::Http1Pool;
+pub use self::http2::Http2Pool;
 
 /// Fixed backend connect timeout (routing.md §8).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,7 +53,7 @@ pub struct UpstreamClient {
 
 enum Transport {
     Http1(Arc<Http1Pool>),
-    Http2(Box<Client<Connector, ProxyBody>>),
+    Http2(Arc<Http2Pool>),
 }
 
 /// Dials one upstream: TCP, then TLS when the upstream is https.
@@ -93,8 +91,6 @@ pub enum SendError {
     Http(hyper::Error),
     #[error("backend connection closed before a response")]
     Closed,
-    #[error("backend exchange: {0}")]
-    Http2(hyper_util::client::legacy::Error),
 }
 
 /// A connection to a backend.
@@ -112,17 +108,7 @@ impl UpstreamClient {
         let h2 = upstream.protocol == UpstreamProtocol::H2c;
         let connector = Connector::new(&upstream, h2);
         let transport = if h2 {
-            let mut builder = Client::builder(TokioExecutor::new());
-            builder
-                .pool_idle_timeout(idle_timeout)
-                .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http2_only(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .http2_keep_alive_timeout(Duration::from_secs(15))
-                .http2_keep_alive_while_idle(true);
-            Transport::Http2(Box::new(builder.build(connector.clone())))
+            Transport::Http2(Http2Pool::new(connector.clone(), idle_timeout))
         } else {
             Transport::Http1(Http1Pool::new(connector.clone(), idle_timeout, MAX_IDLE_PER_HOST))
         };
@@ -167,10 +153,10 @@ impl UpstreamClient {
                 let resp = pool.send(req).await?;
                 Ok(resp.map(body::boxed_exact))
             }
-            Transport::Http2(client) => match client.request(req).await {
-                Ok(resp) => Ok(resp.map(body::boxed)),
-                Err(e) => Err(SendError::Http2(e)),
-            },
+            Transport::Http2(pool) => {
+                let resp = pool.send(req).await?;
+                Ok(resp.map(body::boxed))
+            }
         }
     }
 
@@ -180,6 +166,15 @@ impl UpstreamClient {
         match &self.transport {
             Transport::Http1(pool) => pool.idle_len(),
             Transport::Http2(_) => 0,
+        }
+    }
+
+    /// Open HTTP/2 connections of the pool (0 for HTTP/1.1 upstreams).
+    #[cfg(test)]
+    fn http2_connections(&self) -> usize {
+        match &self.transport {
+            Transport::Http1(_) => 0,
+            Transport::Http2(pool) => pool.connections(),
         }
     }
 }
@@ -241,21 +236,6 @@ async fn dial(host: &str, port: u16) -> io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<BackendStream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect().await.map(TokioIo::new) })
-    }
-}
-
 impl ConnectError {
     pub fn reason(&self) -> BackendErrorReason {
         match self {
@@ -272,39 +252,6 @@ impl SendError {
             Self::Connect(e) => e.reason(),
             Self::Http(e) if e.is_canceled() => BackendErrorReason::Canceled,
             Self::Http(_) | Self::Closed => BackendErrorReason::Other,
-            Self::Http2(e) => classify(e),
-        }
-    }
-}
-
-/// Classifies an HTTP/2 client error by walking its source chain.
-fn classify(err: &(dyn std::error::Error + 'static)) -> BackendErrorReason {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(c) = e.downcast_ref::<ConnectError>() {
-            return c.reason();
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>()
-            && h.is_canceled()
-        {
-            return BackendErrorReason::Canceled;
-        }
-        cur = e.source();
-    }
-    BackendErrorReason::Other
-}
-
-impl Connection for BackendStream {
-    fn connected(&self) -> Connected {
-        match self {
-            Self::Plain(_) => Connected::new(),
-            Self::Tls(tls) => {
-                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    Connected::new().negotiated_h2()
-                } else {
-                    Connected::new()
-                }
-            }
         }
     }
 }
