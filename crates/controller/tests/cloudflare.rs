@@ -200,8 +200,9 @@ async fn rate_limits_and_server_errors_back_off_then_succeed() {
     let api = ApiServer::start().await;
     cluster(&api);
     let fake = FakeCloudflare::start(ACCOUNT, TUNNEL, API_TOKEN, Value::Null).await;
-    fake.fail_next(&[429, 503, 500]);
+    fake.fail_next(&[500, 503, 429]);
     let _controller = Controller::start(api.client(), options(&fake)).await.unwrap();
+    // The last failure is shown for the longest backoff (400 ms), so a sync lands while it holds.
     wait_until("CloudflareSynced=False/RateLimited", LIMIT, || async {
         synced_reason(&api) == Some(("False".into(), "RateLimited".into()))
     })
@@ -214,9 +215,9 @@ async fn rate_limits_and_server_errors_back_off_then_succeed() {
     assert_eq!(
         methods(&fake),
         [
-            ("GET".into(), 429),
-            ("GET".into(), 503),
             ("GET".into(), 500),
+            ("GET".into(), 503),
+            ("GET".into(), 429),
             ("GET".into(), 200),
             ("PUT".into(), 200)
         ]
@@ -228,15 +229,20 @@ async fn rate_limits_and_server_errors_back_off_then_succeed() {
     }
     assert_eq!(fake.ingress(), json!([entry("app.example.com"), catch_all()]));
 
-    // The False verdict was written with Cloudflare's message.
-    let writes = api.writes();
-    let failed = writes
+    // The False verdict was written with the status Cloudflare answered.
+    let failures: Vec<Value> = api
+        .writes()
         .iter()
         .filter(|w| w.path.ends_with("/gateways/gw/status"))
         .filter_map(|w| condition(&w.body["status"]["conditions"], SYNCED).cloned())
-        .find(|c| c["status"] == "False")
-        .unwrap();
-    assert!(failed["message"].as_str().unwrap().contains("429"), "{failed}");
+        .filter(|c| c["status"] == "False")
+        .collect();
+    assert!(
+        failures
+            .iter()
+            .any(|c| c["reason"] == "RateLimited" && c["message"].as_str().unwrap().contains("429")),
+        "{failures:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,4 +298,39 @@ async fn without_tunnel_ids_nothing_is_called_and_the_gateway_says_why() {
     })
     .await;
     assert!(fake.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_api_is_dialled_over_tls_and_an_unknown_certificate_is_refused() {
+    use tunnelgate_controller::cloudflare::api::{ApiError, ConfigurationsApi, TunnelRef};
+    let pki = tunnelgate_testkit::TestPki::new();
+    let leaf = pki.leaf(&["localhost"], &[]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config(None, &[b"http/1.1"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        acceptor.accept(stream).await.map(drop).map_err(|e| e.to_string())
+    });
+
+    let api = ConfigurationsApi::new(&format!("https://localhost:{port}/client/v4"), LIMIT).unwrap();
+    let metrics = tunnelgate_controller::metrics::Metrics::default();
+    let tunnel = TunnelRef::new(ACCOUNT, TUNNEL).unwrap();
+    let err = api.get(&tunnel, API_TOKEN, &metrics).await.unwrap_err();
+    // The test CA is not among the webpki roots: the client refuses the server before sending anything.
+    assert!(
+        matches!(&err, ApiError::Transport(m) if m.contains("TLS")),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(API_TOKEN));
+    let handshake = tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
+    assert!(
+        handshake.is_err(),
+        "the server saw a TLS client that gave up: {handshake:?}"
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"cftunnel_cloudflare_api_calls_total{method="GET",resource="tunnel_configurations",status="error"} 1"#)
+    );
 }
