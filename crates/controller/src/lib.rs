@@ -1,6 +1,6 @@
 //! The tunnelgate Gateway API controller (`tunnelgate controller`), built on kube-rs.
 //!
-//! What this crate does (shared/spec/controller.md §1, §2, §6–§8, §10):
+//! What this crate does (shared/spec/controller.md §1, §2, §6–§10):
 //! - informer caches (reflectors) of GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
 //!   BackendTLSPolicy, Service, EndpointSlice, Namespace and ConfigMap on every replica, plus the proxy
 //!   auth-token and tunnel-token Secrets;

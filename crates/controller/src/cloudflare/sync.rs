@@ -184,24 +184,25 @@ pub async fn run(link: Arc<Link>, trigger: Trigger, metrics: Arc<Metrics>) {
                 break;
             };
             let outcome = attempt(&link, &api, token.as_deref(), &ingress, &metrics).await;
-            let wait = match &outcome {
-                Ok(_) => None,
-                Err(Failure::Missing(_)) => None,
-                Err(Failure::Api(e)) if e.is_transient() => {
-                    let next = backoff.map_or(opts.backoff_base, |b| (b * 2).min(opts.backoff_max));
-                    backoff = Some(next);
-                    Some(next)
+            let next = match &outcome {
+                Ok(_) | Err(Failure::Missing(_)) => {
+                    backoff = None;
+                    Next::AwaitChange
                 }
-                Err(Failure::Api(_)) => Some(opts.backoff_max),
+                Err(Failure::Api(e)) if e.is_transient() => {
+                    let wait = backoff.map_or(opts.backoff_base, |b| (b * 2).min(opts.backoff_max));
+                    backoff = Some(wait);
+                    Next::Backoff(wait)
+                }
+                Err(Failure::Api(_)) => {
+                    backoff = None;
+                    Next::ChangeOrRetry(opts.backoff_max)
+                }
             };
             let verdict = match outcome {
-                Ok(verdict) => {
-                    backoff = None;
-                    verdict
-                }
-                Err(Failure::Missing(verdict)) => verdict,
+                Ok(verdict) | Err(Failure::Missing(verdict)) => verdict,
                 Err(Failure::Api(e)) => {
-                    tracing::warn!(error = %e, retry_in = ?wait, "Cloudflare tunnel configuration sync failed");
+                    tracing::warn!(error = %e, next = ?next, "Cloudflare tunnel configuration sync failed");
                     CloudflareSynced::Failed {
                         reason: e.reason(),
                         message: e.to_string(),
@@ -209,26 +210,36 @@ pub async fn run(link: Arc<Link>, trigger: Trigger, metrics: Arc<Metrics>) {
                 }
             };
             publish(&link, &trigger, verdict);
-            let Some(wait) = wait else {
-                break;
-            };
-            if backoff.is_some() {
+            match next {
+                Next::AwaitChange => break,
                 // 429 / 5xx: honour the backoff even if the routes change meanwhile.
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            // A refusal: a new document, token or ids may fix it; otherwise try again after the longest backoff.
-            let changed = tokio::select! {
-                _ = desired.changed() => true,
-                _ = api_token.changed() => true,
-                _ = token_ids.changed() => true,
-                () = tokio::time::sleep(wait) => false,
-            };
-            if changed {
-                tokio::time::sleep(opts.debounce).await;
+                Next::Backoff(wait) => tokio::time::sleep(wait).await,
+                // A refusal: a new document, token or ids may fix it; otherwise try again after the longest wait.
+                Next::ChangeOrRetry(wait) => {
+                    let changed = tokio::select! {
+                        _ = desired.changed() => true,
+                        _ = api_token.changed() => true,
+                        _ = token_ids.changed() => true,
+                        () = tokio::time::sleep(wait) => false,
+                    };
+                    if changed {
+                        tokio::time::sleep(opts.debounce).await;
+                    }
+                }
             }
         }
     }
+}
+
+/// What the task does after an attempt.
+#[derive(Debug)]
+enum Next {
+    /// In step, or nothing to call with: wait for a new document, token or ids.
+    AwaitChange,
+    /// Throttled or unavailable: try again after this long, whatever changes meanwhile.
+    Backoff(Duration),
+    /// Refused: try again when something changes, or after this long.
+    ChangeOrRetry(Duration),
 }
 
 enum Failure {
