@@ -19,6 +19,8 @@ pub struct AccessRecord {
     query: String,
     user_agent: String,
     sampling_rate: f64,
+    /// Trace and span id of the server span, when the request is traced.
+    trace: Option<(opentelemetry::TraceId, opentelemetry::SpanId)>,
 }
 
 impl AccessRecord {
@@ -40,7 +42,13 @@ impl AccessRecord {
                 .unwrap_or("")
                 .to_owned(),
             sampling_rate: settings.sampling_rate,
+            trace: None,
         })
+    }
+
+    /// Links the line to the request's server span.
+    pub fn traced(&mut self, trace_id: opentelemetry::TraceId, span_id: opentelemetry::SpanId) {
+        self.trace = Some((trace_id, span_id));
     }
 
     pub fn emit(&self, status: u16, bytes_written: u64, elapsed: Duration) {
@@ -50,7 +58,13 @@ impl AccessRecord {
         if status < 500 && self.sampling_rate < 1.0 && rand::rng().random::<f64>() >= self.sampling_rate {
             return;
         }
-        let line = serde_json::json!({
+        let line = self.line(status, bytes_written, elapsed);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+
+    fn line(&self, status: u16, bytes_written: u64, elapsed: Duration) -> serde_json::Value {
+        let mut line = serde_json::json!({
             "time": rfc3339_millis(SystemTime::now()),
             "level": "info",
             "msg": "access",
@@ -63,7 +77,35 @@ impl AccessRecord {
             "duration_ms": elapsed.as_secs_f64() * 1000.0,
             "user_agent": self.user_agent,
         });
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
+        if let (Some((trace_id, span_id)), Some(fields)) = (self.trace, line.as_object_mut()) {
+            fields.insert("trace_id".into(), trace_id.to_string().into());
+            fields.insert("span_id".into(), span_id.to_string().into());
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Box<AccessRecord> {
+        let (parts, ()) = http::Request::get("/a?b=1").body(()).unwrap().into_parts();
+        AccessRecord::capture(&parts, "h.example", &AccessLogSettings::default())
+    }
+
+    #[test]
+    fn trace_fields_appear_only_when_traced() {
+        let plain = record().line(200, 5, Duration::from_millis(3));
+        assert!(plain.get("trace_id").is_none() && plain.get("span_id").is_none());
+        let mut traced = record();
+        traced.traced(
+            opentelemetry::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            opentelemetry::SpanId::from_hex("b7ad6b7169203331").unwrap(),
+        );
+        let line = traced.line(200, 5, Duration::from_millis(3));
+        assert_eq!(line["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(line["span_id"], "b7ad6b7169203331");
+        assert_eq!(line["path"], "/a");
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! What it does not do: parse the process environment or flags (the `tunnelgate` binary does), speak the
 //! Cloudflare tunnel protocol (`tunnelgate-tunnel` does, and calls [`RequestService::serve`]), or validate and
-//! compile routing documents (`tunnelgate-route` does). No retries, caching, compression or tracing export.
+//! compile routing documents (`tunnelgate-route` does). No retries, caching or compression. When enabled, requests
+//! are traced and the spans exported over OTLP HTTP/protobuf (`otlp`); there is no gRPC export.
 
 mod access_log;
 mod body;
@@ -26,6 +27,7 @@ mod header_timeout;
 mod metrics;
 mod mirror;
 mod observe;
+mod otlp;
 mod pool;
 mod server;
 mod service;
@@ -37,9 +39,10 @@ mod workers;
 
 pub use body::{BoxError, ProxyBody};
 pub use metrics::Metrics;
+pub use otlp::{TracingError, traces_url};
 pub use prometheus_client::registry::Registry;
 pub use server::{ProxyHandle, ProxyServer, StartError};
 pub use service::{RequestContext, RequestService};
-pub use settings::{AccessLogSettings, AddrError, ProxySettings, parse_listen_addr};
+pub use settings::{AccessLogSettings, AddrError, ProxySettings, TracingSettings, parse_listen_addr};
 pub use state::{ApplyError, ConfigStatus, ProxyState};
 pub use upgrade::ClientUpgrade;

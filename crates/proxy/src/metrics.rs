@@ -52,6 +52,13 @@ pub enum BackendErrorReason {
     Other = 6,
 }
 
+impl BackendErrorReason {
+    /// The `reason` label value (also the `error.type` of a traced backend call).
+    pub fn label(self) -> &'static str {
+        BACKEND_ERROR_REASONS[self as usize]
+    }
+}
+
 /// Results of `PUT /config`, for `tunnelgate_proxy_config_applies_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyResult {

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::access_log::AccessRecord;
 use crate::body::{BoxError, ProxyBody};
 use crate::metrics::{HostMetrics, StatusClass};
+use crate::otlp::ServerSpan;
 
 /// Wraps a response body; records metrics and the access log once, when it completes or is dropped.
 pub struct ObservedResponse {
@@ -31,6 +32,8 @@ pub struct Finish {
     pub guard: RequestGuard,
     pub status: u16,
     pub log: Option<Box<AccessRecord>>,
+    /// The server span, when the request is traced.
+    pub span: Option<Box<ServerSpan>>,
 }
 
 /// Counts a request in flight from intake until it is recorded. Dropped unrecorded (the client went away before
@@ -88,6 +91,9 @@ impl ObservedResponse {
         host.request_done(class, elapsed.as_secs_f64());
         host.response_bytes.inc_by(self.bytes);
         finish.guard.recorded = true;
+        if let Some(span) = finish.span.take() {
+            span.end(finish.status, aborted);
+        }
         if let Some(log) = finish.log
             && !aborted
         {

@@ -28,11 +28,15 @@ use crate::drain::{Drain, Ticket};
 use crate::forward::is_upgrade;
 use crate::framing::FramingGuard;
 use crate::header_timeout::{Expiry, HeadClock, ListenerBody, ResponseEnd};
+use crate::otlp::RequestTracer;
 use crate::service::{RequestContext, RequestService};
 use crate::settings::ProxySettings;
 use crate::state::ProxyState;
 use crate::upgrade::ClientUpgrade;
 use crate::workers::Workers;
+
+/// Shutdown: time allowed to export the spans still queued.
+const TRACE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Config port: time to read a request head.
 const CONFIG_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +56,7 @@ pub struct ProxyHandle {
     data_task: Option<JoinHandle<()>>,
     config_task: JoinHandle<()>,
     grace_period: Duration,
+    tracer: Option<RequestTracer>,
 }
 
 /// A listener could not be bound.
@@ -90,7 +95,15 @@ impl ProxyServer {
             .zip(settings.data_addr)
             .map(|(l, a)| local_addr(l, a));
 
-        let service = RequestService::new(state.clone(), &settings);
+        let tracer = match &settings.tracing {
+            None => None,
+            Some(t) => Some(RequestTracer::start(t).map_err(|e| StartError {
+                which: "OTLP trace exporter",
+                addr: settings.config_addr,
+                source: io::Error::other(e),
+            })?),
+        };
+        let service = RequestService::with_tracer(state.clone(), &settings, tracer.clone());
         let api = Arc::new(ConfigApi::new(
             state.clone(),
             settings.auth_token.as_deref(),
@@ -128,6 +141,7 @@ impl ProxyServer {
             data_task,
             config_task,
             grace_period: settings.grace_period,
+            tracer,
         })
     }
 }
@@ -163,6 +177,9 @@ impl ProxyHandle {
         }
         let _ = self.stop_config.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.config_task).await;
+        if let Some(tracer) = self.tracer {
+            tracer.shutdown(TRACE_FLUSH_LIMIT).await;
+        }
     }
 }
 

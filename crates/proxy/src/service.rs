@@ -23,6 +23,7 @@ use crate::forward::{append_forwarded_for, is_upgrade, strip_hop_by_hop, strip_r
 use crate::metrics::{BackendErrorReason, HostMetrics};
 use crate::mirror::{MirrorBody, MirrorCopy, Mirrors};
 use crate::observe::{Finish, ObservedRequest, ObservedResponse, RequestGuard, Tee};
+use crate::otlp::{RequestTracer, ServerSpan};
 use crate::pool::UpstreamClient;
 use crate::settings::{AccessLogSettings, ProxySettings};
 use crate::state::{Active, ProxyState};
@@ -58,6 +59,8 @@ struct Inner {
     mirror_max_body_bytes: usize,
     access_log: AccessLogSettings,
     mirrors: Mirrors,
+    /// `None` when tracing is off: then no trace header is looked at.
+    tracer: Option<RequestTracer>,
 }
 
 /// How a request ended before a backend response, each mapped to exactly one status (routing.md §9).
@@ -83,6 +86,15 @@ struct Edits {
 
 impl RequestService {
     pub fn new(state: ProxyState, settings: &ProxySettings) -> Self {
+        Self::with_tracer(state, settings, None)
+    }
+
+    /// A service whose requests are traced by `tracer`.
+    pub(crate) fn with_tracer(
+        state: ProxyState,
+        settings: &ProxySettings,
+        tracer: Option<RequestTracer>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 mirrors: Mirrors::new(state.clone()),
@@ -92,6 +104,7 @@ impl RequestService {
                 ws_handshake_timeout: settings.ws_handshake_timeout,
                 mirror_max_body_bytes: settings.mirror_max_body_bytes,
                 access_log: settings.access_log,
+                tracer,
             }),
         }
     }
@@ -118,10 +131,17 @@ impl RequestService {
             None => request_host(&parts),
         };
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-        let log = inner
+        let mut log = inner
             .access_log
             .enabled
             .then(|| AccessRecord::capture(&parts, host_str, &inner.access_log));
+        let span = match &inner.tracer {
+            None => None,
+            Some(tracer) => tracer.server_span(&parts, host_str, ctx.scheme),
+        };
+        if let (Some(log), Some(span)) = (log.as_mut(), span.as_deref()) {
+            log.traced(span.trace_id(), span.span_id());
+        }
         let head_only = parts.method == Method::HEAD;
 
         let hit = active.table.lookup(&RequestHead {
@@ -156,6 +176,7 @@ impl RequestService {
                     &ctx,
                     host.as_ref(),
                     original_host.is_some(),
+                    span.as_deref(),
                 )
                 .await
             }
@@ -187,6 +208,7 @@ impl RequestService {
             status: resp_parts.status.as_u16(),
             guard,
             log,
+            span,
         };
         Response::from_parts(
             resp_parts,
@@ -206,6 +228,7 @@ impl RequestService {
         ctx: &RequestContext,
         host: Option<&HeaderValue>,
         original_host_honoured: bool,
+        span: Option<&ServerSpan>,
     ) -> Outcome {
         let inner = &*self.inner;
         let rule = hit.rule;
@@ -279,7 +302,7 @@ impl RequestService {
         }
 
         let forwarded_host = edits.host.as_ref().or(host);
-        let req = match build_backend_request(
+        let mut req = match build_backend_request(
             parts,
             body,
             &client.upstream,
@@ -310,9 +333,31 @@ impl RequestService {
                 Err(e) => return Outcome::BadGateway(e.reason()),
             }
         } else {
+            // Boxed and only when traced, so that the untraced future stays as it was.
+            let client_span = match (span, &inner.tracer) {
+                (Some(span), Some(tracer)) => {
+                    let method = req.method().clone();
+                    Some(span.client_span(tracer, &method, &client.upstream.authority, req.headers_mut()))
+                }
+                _ => None,
+            };
             match send(client, req, rule.timeout, body_end).await {
-                Ok(r) => r,
-                Err(outcome) => return outcome,
+                Ok(r) => {
+                    if let Some(c) = client_span {
+                        c.end_with_status(r.status().as_u16());
+                    }
+                    r
+                }
+                Err(outcome) => {
+                    if let Some(c) = client_span {
+                        c.end_with_error(match &outcome {
+                            Outcome::BadGateway(reason) => reason.label(),
+                            Outcome::Timeout => "timeout",
+                            _ => "other",
+                        });
+                    }
+                    return outcome;
+                }
             }
         };
 

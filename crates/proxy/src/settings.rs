@@ -38,6 +38,19 @@ pub struct ProxySettings {
     /// Data port: worker threads, each with a single-threaded runtime, that serve the accepted connections
     /// (`crate::workers`). 0 serves them on the runtime that started the proxy. Default: one per available core.
     pub data_workers: usize,
+    /// OTLP tracing (routing.md §13). `None` = off: the request path does not look at trace headers.
+    pub tracing: Option<TracingSettings>,
+}
+
+/// OTLP tracing switches (config-api.md §8).
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// `PROXY_TRACING_ENDPOINT`; `None` or empty = the standard `OTEL_EXPORTER_OTLP_*` variables.
+    pub endpoint: Option<String>,
+    /// In [0,1]: share of new traces (requests without a valid `traceparent`) that are sampled.
+    pub sample_rate: f64,
+    /// How often the batch processor exports. `None` = the SDK's default (5 s, or `OTEL_BSP_SCHEDULE_DELAY`).
+    pub export_interval: Option<Duration>,
 }
 
 /// Access-log switches (config-api.md §8, routing.md §13).
@@ -71,6 +84,17 @@ impl Default for ProxySettings {
             header_read_timeout: Duration::from_secs(60),
             max_connections: None,
             data_workers: std::thread::available_parallelism().map_or(1, usize::from),
+            tracing: None,
+        }
+    }
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sample_rate: 1.0,
+            export_interval: None,
         }
     }
 }
@@ -102,6 +126,7 @@ impl std::fmt::Debug for ProxySettings {
             .field("access_log", &self.access_log)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
+            .field("tracing", &self.tracing)
             .finish()
     }
 }

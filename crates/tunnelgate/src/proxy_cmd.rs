@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use tunnelgate_config::{Config, GoDuration};
 use tunnelgate_proxy::{
-    AccessLogSettings, ProxyHandle, ProxyServer, ProxySettings, ProxyState, Registry, parse_listen_addr,
+    AccessLogSettings, ProxyHandle, ProxyServer, ProxySettings, ProxyState, Registry, TracingSettings,
+    parse_listen_addr,
 };
 
 /// Loads a config file. `--config` uses [`load_config_file`]; `--routes` (Gateway API YAML) plugs in its own.
@@ -99,13 +100,14 @@ pub struct EnvArgs {
     /// Omit the query from access-log lines. Default false.
     #[arg(long, env = "PROXY_ACCESS_LOG_STRIP_QUERY", value_name = "BOOL")]
     pub proxy_access_log_strip_query: Option<String>,
-    /// OTLP tracing (not available in this build: accepted and validated, then ignored with a warning).
+    /// OTLP tracing of proxied requests (HTTP/protobuf export). Default false.
     #[arg(long, env = "PROXY_TRACING_ENABLED", value_name = "BOOL")]
     pub proxy_tracing_enabled: Option<String>,
-    /// OTLP endpoint.
+    /// OTLP/HTTP endpoint: a base URL (`/v1/traces` is appended when it has no path) or `host:port`. Empty: the
+    /// standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT variables.
     #[arg(long, env = "PROXY_TRACING_ENDPOINT", value_name = "URL")]
     pub proxy_tracing_endpoint: Option<String>,
-    /// Trace sampling rate in [0,1].
+    /// Share of new traces sampled, in [0,1]; a valid incoming traceparent decides for itself. Default 1.
     #[arg(long, env = "PROXY_TRACING_SAMPLE_RATE", value_name = "RATE")]
     pub proxy_tracing_sample_rate: Option<String>,
     /// error | warn | info | debug | trace. Default info. RUST_LOG, when set, wins.
@@ -143,15 +145,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return runtime.block_on(run_tunnel_mode(settings, tunnel, protocol_wait));
     }
     init_logging(level, format);
-    if parse_bool(
-        "PROXY_TRACING_ENABLED",
-        env.proxy_tracing_enabled.as_deref(),
-        false,
-    )? {
-        tracing::warn!(
-            "PROXY_TRACING_ENABLED is set, but OTLP tracing is not available in this build; ignored"
-        );
-    }
     let (file, loader): (_, ConfigLoader) = match &args.routes {
         Some(routes) => (Some(routes.clone()), crate::routes_cmd::file_mode_loader()),
         None => (args.config.clone(), Arc::new(load_config_file)),
@@ -533,10 +526,7 @@ fn settings_from(args: &EnvArgs) -> anyhow::Result<ProxySettings> {
         "PROXY_ACCESS_LOG_SAMPLING_RATE",
         args.proxy_access_log_sampling_rate.as_deref(),
     )?;
-    parse_rate(
-        "PROXY_TRACING_SAMPLE_RATE",
-        args.proxy_tracing_sample_rate.as_deref(),
-    )?;
+    let tracing = tracing_settings(args)?;
     parse_tunnel_settings(args)?;
     let header_read_timeout = parse_duration(
         "PROXY_HEADER_READ_TIMEOUT",
@@ -609,6 +599,7 @@ fn settings_from(args: &EnvArgs) -> anyhow::Result<ProxySettings> {
         // connection pools"); the multi-threaded runtime built in `run` keeps the config API, signals and the
         // tunnel.
         data_workers,
+        tracing,
     })
 }
 
@@ -647,6 +638,30 @@ fn parse_int(var: &str, value: Option<&str>, default: u64) -> anyhow::Result<u64
     };
     v.parse::<u64>()
         .map_err(|_| anyhow::anyhow!("{var}: expected a non-negative decimal integer, got {v:?}"))
+}
+
+/// `PROXY_TRACING_*`. The rate is validated even when tracing is off; the endpoint only when it is on.
+fn tracing_settings(args: &EnvArgs) -> anyhow::Result<Option<TracingSettings>> {
+    let sample_rate = parse_rate(
+        "PROXY_TRACING_SAMPLE_RATE",
+        args.proxy_tracing_sample_rate.as_deref(),
+    )?;
+    if !parse_bool(
+        "PROXY_TRACING_ENABLED",
+        args.proxy_tracing_enabled.as_deref(),
+        false,
+    )? {
+        return Ok(None);
+    }
+    let endpoint = present(args.proxy_tracing_endpoint.as_deref()).map(str::to_owned);
+    if let Some(e) = &endpoint {
+        tunnelgate_proxy::traces_url(e)?;
+    }
+    Ok(Some(TracingSettings {
+        endpoint,
+        sample_rate,
+        export_interval: None,
+    }))
 }
 
 fn parse_rate(var: &str, value: Option<&str>) -> anyhow::Result<f64> {
