@@ -95,11 +95,19 @@ def test_overrides_of_every_value_backed_flag():
     assert ports == {"metrics": 9090, "health": 9091}
 
 
-def test_features_the_controller_refuses_fail_at_render_time():
-    """The controller of this appVersion exits 1 on these; the chart says so at install time instead of
-    deploying a crash-looping pod (test_controller_flags checks the binary still refuses them)."""
-    err = render_error({"controller": {"tracing": {"enabled": True}}})
-    assert "controller.tracing.enabled is not implemented by the tunnelgate" in err
+def test_controller_tracing_flags_are_rendered_only_when_enabled():
+    """test_controller_flags runs the binary with these (scenario controller-tracing): it accepts them."""
+    a = args_map(
+        controller_deployment(
+            render({"controller": {"tracing": {"enabled": True, "endpoint": "http://otel:4318", "sampleRate": 0.5}}})
+        )
+    )
+    assert a["tracing-enabled"] == "true"
+    assert a["tracing-endpoint"] == "http://otel:4318"
+    assert a["tracing-sample-rate"] == "0.5"
+    plain = args_map(controller_deployment(render({"controller": {"tracing": {"endpoint": "http://otel:4318"}}})))
+    assert plain["tracing-enabled"] == "false"
+    assert "tracing-endpoint" not in plain and "tracing-sample-rate" not in plain
 
 
 def test_the_tunnel_protocol_reaches_the_controller_in_tunnel_mode_only():

@@ -83,6 +83,9 @@ SCENARIOS = {
         }
     ),
     "cloudflare-sync": lambda: render({"cloudflare": {"sync": True, "apiTokenSecretRef": {"name": "cf-api"}}}),
+    "controller-tracing": lambda: render(
+        {"controller": {"tracing": {"enabled": True, "endpoint": "http://otel-collector:4318", "sampleRate": 0.25}}}
+    ),
     "cloudflare-sync-standalone": lambda: helm_template(
         {
             "proxy": {"mode": "standalone"},
@@ -154,33 +157,6 @@ def test_rendered_args_get_the_controller_as_far_as_the_api_server(scenario, tun
     assert proc.returncode == 1, proc.stderr
     assert "connecting to the Kubernetes API" in proc.stderr, (
         f"`tunnelgate controller {' '.join(args)}` stopped before connecting:\n{proc.stderr}"
-    )
-
-
-@pytest.mark.parametrize(
-    "flags, chart_value",
-    [
-        (["--tracing-enabled=true"], "controller.tracing.enabled"),
-    ],
-)
-def test_features_the_chart_refuses_are_still_refused_by_the_controller(flags, chart_value, tunnelgate, tmp_path):
-    """The chart fails at render time for these (tunnelgate.validateValues). When the controller implements one,
-    this test fails: lift the chart's guard for it."""
-    def run(extra):
-        return subprocess.run(
-            [str(tunnelgate), "controller", "--proxy-service=p", *extra],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_offline_env(tmp_path),
-        )
-
-    baseline = run([])
-    assert "connecting to the Kubernetes API" in baseline.stderr, baseline.stderr
-    proc = run(flags)
-    assert proc.returncode == 1
-    assert "connecting to the Kubernetes API" not in proc.stderr, (
-        f"the controller now accepts {flags}: remove the chart's guard on {chart_value} in _helpers.tpl"
     )
 
 

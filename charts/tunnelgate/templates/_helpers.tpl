@@ -190,8 +190,4 @@ Value combinations that cannot work, failed at render time rather than as a cras
 {{- if and .Values.cloudflare.sync .Values.controller.networkPolicy.enabled (empty .Values.controller.networkPolicy.cloudflareApiCIDRs) }}
 {{- fail "cloudflare.sync with controller.networkPolicy.enabled needs controller.networkPolicy.cloudflareApiCIDRs: without them the controller cannot reach api.cloudflare.com" }}
 {{- end }}
-{{- /* The controller of this appVersion refuses these at startup; tests/chart checks that it still does. */}}
-{{- if .Values.controller.tracing.enabled }}
-{{- fail (printf "controller.tracing.enabled is not implemented by the tunnelgate %s controller; leave it false" .Chart.AppVersion) }}
-{{- end }}
 {{- end }}

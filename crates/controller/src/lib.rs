@@ -13,11 +13,17 @@
 //!   unchanged, immediate push to a new replica, bearer token from a Secret generated once if missing;
 //! - the optional Cloudflare API sync of the tunnel's ingress document, with the Gateway condition
 //!   `tunnelgate.dev/CloudflareSynced` ([`cloudflare`]);
-//! - `/metrics`, `/healthz`, `/readyz`.
+//! - `/metrics`, `/healthz`, `/readyz`;
+//! - spans for each sync pass (`reconcile`) and each config push (`config push`) through the process-wide
+//!   OpenTelemetry tracer; the binary installs an OTLP exporter behind it with `--tracing-enabled`, otherwise
+//!   the spans go to the API's no-op tracer.
 //!
 //! What it does not do: translation (that is `tunnelgate-gateway`, a pure function), command-line parsing and
 //! logging setup (the `tunnelgate` binary), and DNS records at Cloudflare. The Gateway API bundle version for
 //! `SupportedVersion` is read from the GatewayClass CRD's annotation (polled every ten minutes).
+
+/// Instrumentation scope of the controller's spans.
+pub const TRACER_SCOPE: &str = "tunnelgate-controller";
 
 pub mod auth_token;
 pub mod cloudflare;

@@ -15,6 +15,8 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
 use rand::Rng as _;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
@@ -438,6 +440,16 @@ impl Shared {
 
     async fn push(&self, key: &TargetKey, doc: &Document) -> PushOutcome {
         let _permit = self.permits.acquire().await;
+        let tracer = opentelemetry::global::tracer(crate::TRACER_SCOPE);
+        let mut span = tracer
+            .span_builder("config push")
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("http.request.method", "PUT"),
+                KeyValue::new("server.address", key.authority.clone()),
+                KeyValue::new("tunnelgate.document.version", doc.version),
+            ])
+            .start(&tracer);
         let started = Instant::now();
         let tokens = self.tokens.borrow().clone();
         let mut outcome = self.put(key, doc, tokens.current()).await;
@@ -449,13 +461,20 @@ impl Shared {
         self.metrics
             .proxy_push_duration
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.push_result(match &outcome {
+        let result = match &outcome {
             PushOutcome::Acked => "ok",
             PushOutcome::Stale => "conflict",
             PushOutcome::Rejected(_) => "rejected",
             PushOutcome::Unauthorized => "unauthorized",
             PushOutcome::Failed(_) => "error",
-        });
+        };
+        self.metrics.push_result(result);
+        span.set_attribute(KeyValue::new("tunnelgate.push.result", result));
+        if !matches!(outcome, PushOutcome::Acked | PushOutcome::Stale) {
+            span.set_attribute(KeyValue::new("error.type", result));
+            span.set_status(Status::error(result));
+        }
+        span.end();
         outcome
     }
 

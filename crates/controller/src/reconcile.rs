@@ -10,6 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::runtime::reflector::ObjectRef;
+use opentelemetry::KeyValue;
+use opentelemetry::global::BoxedSpan;
+use opentelemetry::trace::{Span as _, Status, Tracer as _};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -76,7 +79,18 @@ impl std::fmt::Debug for Context {
 }
 
 /// Rebuilds the document and all status from the caches, pushes the document and writes the status that changed.
+/// Each pass is one span (`reconcile`) of the process's OTLP tracer; without one, the global no-op tracer.
 pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut span = opentelemetry::global::tracer(crate::TRACER_SCOPE).start("reconcile");
+    let result = reconcile_pass(ctx, &mut span).await;
+    if let Err(e) = &result {
+        span.set_status(Status::error(e.to_string()));
+    }
+    span.end();
+    result
+}
+
+async fn reconcile_pass(ctx: Arc<Context>, span: &mut BoxedSpan) -> Result<Action, Error> {
     let targets = match &ctx.opts.proxy_targets {
         ProxyTargets::Service { service, port } => {
             let slices = ctx.stores.endpoint_slices.state();
@@ -121,6 +135,11 @@ pub async fn reconcile(ctx: Arc<Context>) -> Result<Action, Error> {
     // Push first: the document is what serves traffic, status can follow.
     let doc = ctx.pusher.publish(translation.config, generations)?;
     ctx.pusher.set_targets(&targets);
+    span.set_attributes([
+        KeyValue::new("tunnelgate.document.version", doc.version),
+        KeyValue::new("tunnelgate.document.rules", doc.rules as i64),
+        KeyValue::new("tunnelgate.proxy.targets", targets.len() as i64),
+    ]);
     tracing::debug!(
         version = doc.version,
         rules = doc.rules,

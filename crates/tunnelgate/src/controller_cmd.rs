@@ -3,6 +3,7 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::builder::BoolishValueParser;
@@ -138,14 +139,15 @@ struct Flags {
     /// Base URL of the Cloudflare API. Default: https://api.cloudflare.com/client/v4.
     #[arg(long, env = "TUNNELGATE_CLOUDFLARE_API_URL")]
     cloudflare_api_url: Option<String>,
-    /// OTLP tracing. Not implemented in this build: `true` is refused.
+    /// OTLP tracing (HTTP/protobuf): a span per sync pass and per config push.
     #[arg(long, env = "TUNNELGATE_TRACING_ENABLED", default_value = "false", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     tracing_enabled: bool,
-    /// Only with --tracing-enabled (refused).
+    /// OTLP/HTTP endpoint (a base URL gets /v1/traces appended; host:port means http://). Default: the standard
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT variables. Only with --tracing-enabled.
     #[arg(long, env = "TUNNELGATE_TRACING_ENDPOINT")]
     tracing_endpoint: Option<String>,
-    /// Only with --tracing-enabled (refused).
+    /// Share of new traces sampled, in [0,1]. Default 1. Only with --tracing-enabled.
     #[arg(long, env = "TUNNELGATE_TRACING_SAMPLE_RATE")]
     tracing_sample_rate: Option<f64>,
 }
@@ -156,26 +158,73 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_logging(&args.log_level, &args.log_format)?;
     let pod_namespace = pod_namespace();
     let opts = controller_options(&args, &pod_namespace, pod_identity(), &resolv_conf())?;
+    let tracing_settings = tracing_settings(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let client = tunnelgate_controller::connect()
-            .await
-            .context("connecting to the Kubernetes API")?;
-        let controller = tunnelgate_controller::Controller::start(client, opts).await?;
-        tokio::select! {
-            result = controller.wait() => {
-                result?;
-                Ok(ExitCode::SUCCESS)
+        // Built inside the runtime: the batch processor runs as a task on it.
+        let provider = match &tracing_settings {
+            Some(t) => {
+                let provider = tunnelgate_proxy::tracer_provider(t, tunnelgate_controller::TRACER_SCOPE)
+                    .context("OTLP trace exporter")?;
+                opentelemetry::global::set_tracer_provider(provider.clone());
+                Some(provider)
             }
-            () = shutdown_signal() => {
-                tracing::info!("signal received; stopping");
-                Ok(ExitCode::SUCCESS)
-            }
+            None => None,
+        };
+        let result = run_controller(opts).await;
+        if let Some(provider) = provider {
+            tunnelgate_proxy::shutdown_tracer_provider(&provider, TRACE_FLUSH_LIMIT).await;
         }
+        result
     })
+}
+
+/// Exit: time allowed to export the spans still queued.
+const TRACE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+async fn run_controller(opts: ControllerOptions) -> anyhow::Result<ExitCode> {
+    let client = tunnelgate_controller::connect()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let controller = tunnelgate_controller::Controller::start(client, opts).await?;
+    tokio::select! {
+        result = controller.wait() => {
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        () = shutdown_signal() => {
+            tracing::info!("signal received; stopping");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `--tracing-*`: `None` when tracing is off.
+fn tracing_settings(args: &Flags) -> anyhow::Result<Option<tunnelgate_proxy::TracingSettings>> {
+    if !args.tracing_enabled {
+        return Ok(None);
+    }
+    let sample_rate = args.tracing_sample_rate.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_rate) {
+        bail!("--tracing-sample-rate: expected a number within [0,1], got {sample_rate}");
+    }
+    let endpoint = args
+        .tracing_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned);
+    if let Some(e) = &endpoint {
+        tunnelgate_proxy::traces_url(e).map_err(|err| anyhow::anyhow!("--tracing-endpoint: {err}"))?;
+    }
+    Ok(Some(tunnelgate_proxy::TracingSettings {
+        endpoint,
+        sample_rate,
+        export_interval: None,
+    }))
 }
 
 /// Flags for features this build does not have are errors, never silently ignored; so are flags that only apply to
@@ -195,13 +244,14 @@ fn refuse_unimplemented(args: &Flags) -> anyhow::Result<()> {
             bail!("{flag} only applies with --cloudflare-sync=true");
         }
     }
-    if args.tracing_enabled {
-        bail!("--tracing-enabled is not implemented in this build; run with --tracing-enabled=false");
-    }
-    if args.tracing_endpoint.is_some() || args.tracing_sample_rate.is_some() {
-        bail!(
-            "--tracing-endpoint and --tracing-sample-rate only apply to --tracing-enabled, which is not implemented"
-        );
+    if !args.tracing_enabled {
+        let tracing_only = [
+            ("--tracing-endpoint", args.tracing_endpoint.is_some()),
+            ("--tracing-sample-rate", args.tracing_sample_rate.is_some()),
+        ];
+        if let Some((flag, _)) = tracing_only.iter().find(|(_, set)| *set) {
+            bail!("{flag} only applies with --tracing-enabled=true");
+        }
     }
     Ok(())
 }
@@ -462,7 +512,6 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use clap::Parser;
 
@@ -536,8 +585,8 @@ mod tests {
         for argv in [
             &["--proxy-service=p", "--cloudflare-account-id=0123"][..],
             &["--proxy-service=p", "--cloudflare-api-url=http://127.0.0.1:1"],
-            &["--proxy-service=p", "--tracing-enabled=true"],
-            &["--proxy-service=p", "--tracing-endpoint=http://otel:4317"],
+            &["--proxy-service=p", "--tracing-endpoint=http://otel:4318"],
+            &["--proxy-service=p", "--tracing-sample-rate=0.5"],
         ] {
             let err = refuse_unimplemented(&parse(argv)).unwrap_err().to_string();
             assert!(

@@ -655,7 +655,7 @@ fn tracing_settings(args: &EnvArgs) -> anyhow::Result<Option<TracingSettings>> {
     }
     let endpoint = present(args.proxy_tracing_endpoint.as_deref()).map(str::to_owned);
     if let Some(e) = &endpoint {
-        tunnelgate_proxy::traces_url(e)?;
+        tunnelgate_proxy::traces_url(e).map_err(|e| anyhow::anyhow!("PROXY_TRACING_ENDPOINT: {e}"))?;
     }
     Ok(Some(TracingSettings {
         endpoint,

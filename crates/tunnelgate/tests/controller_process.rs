@@ -204,13 +204,44 @@ fn unimplemented_features_are_refused_from_flags_and_environment() {
         "{stderr}"
     );
 
-    let out = bin()
-        .args(["controller", "--proxy-service", "p"])
-        .env("TUNNELGATE_TRACING_ENABLED", "true")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tracing-enabled is not implemented"));
+    // Tracing: bad values and stray flags are refused; good ones get as far as the Kubernetes API.
+    for (envs, needle) in [
+        (
+            &[
+                ("TUNNELGATE_TRACING_ENABLED", "true"),
+                ("TUNNELGATE_TRACING_ENDPOINT", "ftp://otel:21"),
+            ][..],
+            "--tracing-endpoint",
+        ),
+        (
+            &[
+                ("TUNNELGATE_TRACING_ENABLED", "true"),
+                ("TUNNELGATE_TRACING_SAMPLE_RATE", "2"),
+            ][..],
+            "--tracing-sample-rate",
+        ),
+        (
+            &[("TUNNELGATE_TRACING_ENDPOINT", "http://otel:4318")][..],
+            "--tracing-endpoint only applies with --tracing-enabled=true",
+        ),
+        (
+            &[
+                ("TUNNELGATE_TRACING_ENABLED", "true"),
+                ("TUNNELGATE_TRACING_ENDPOINT", "http://127.0.0.1:9"),
+            ][..],
+            "connecting to the Kubernetes API",
+        ),
+    ] {
+        let mut cmd = bin();
+        cmd.args(["controller", "--proxy-service", "p"]);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{envs:?}: {stderr}");
+        assert!(stderr.contains(needle), "{envs:?}: {stderr}");
+    }
 
     let out = bin().args(["controller"]).output().unwrap();
     assert!(!out.status.success(), "a proxy target source is required");

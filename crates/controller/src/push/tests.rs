@@ -407,3 +407,62 @@ fn until_the_first_ack_a_target_is_retried_at_least_every_five_seconds() {
     let longest = (0..200).map(|_| b.next_retry(true)).max().unwrap();
     assert!(longest > FIRST_PUSH_RETRY, "{longest:?}");
 }
+
+#[tokio::test]
+async fn each_push_is_a_span_with_its_target_version_and_result() {
+    use opentelemetry::Value as AttrValue;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+
+    let h = harness(Duration::from_secs(60));
+    let (good, bad) = (ConfigServer::start().await, ConfigServer::start().await);
+    bad.lock()
+        .script
+        .push_back((400, json!({"error": "invalid", "path": "rules[0]"})));
+    let doc = h.pusher.publish(config(&["/a"]), gw(1)).unwrap();
+    h.pusher.set_targets(&[good.target(true), bad.target(true)]);
+    eventually("rejection reported", || h.pusher.view().rejected.is_some()).await;
+    eventually("good acked", || good.versions() == vec![doc.version]).await;
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let attr = |span: &opentelemetry_sdk::trace::SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.clone())
+    };
+    let of = |server: &ConfigServer| {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == "config push"
+                    && attr(s, "server.address") == Some(AttrValue::from(server.addr.to_string()))
+            })
+            .unwrap_or_else(|| panic!("no span for {}: {spans:?}", server.addr))
+            .clone()
+    };
+    let ok = of(&good);
+    assert_eq!(ok.span_kind, opentelemetry::trace::SpanKind::Client);
+    assert_eq!(
+        attr(&ok, "tunnelgate.document.version"),
+        Some(AttrValue::I64(doc.version))
+    );
+    assert_eq!(attr(&ok, "tunnelgate.push.result"), Some(AttrValue::from("ok")));
+    assert_eq!(ok.status, opentelemetry::trace::Status::Unset);
+    let rejected = of(&bad);
+    assert_eq!(
+        attr(&rejected, "tunnelgate.push.result"),
+        Some(AttrValue::from("rejected"))
+    );
+    assert_eq!(attr(&rejected, "error.type"), Some(AttrValue::from("rejected")));
+    assert!(matches!(
+        rejected.status,
+        opentelemetry::trace::Status::Error { .. }
+    ));
+    let _ = provider.shutdown();
+}
