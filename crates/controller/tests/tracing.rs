@@ -84,7 +84,7 @@ fn str_attr(span: &Span, key: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_passes_and_pushes_are_exported_as_spans() {
     let (otlp, spans) = collector().await;
-    let provider = tunnelgate_proxy::tracer_provider(
+    let pipeline = tunnelgate_proxy::tracer_pipeline(
         &TracingSettings {
             endpoint: Some(format!("http://{otlp}")),
             sample_rate: 1.0,
@@ -93,7 +93,7 @@ async fn sync_passes_and_pushes_are_exported_as_spans() {
         tunnelgate_controller::TRACER_SCOPE,
     )
     .unwrap();
-    opentelemetry::global::set_tracer_provider(provider.clone());
+    opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
 
     let api = ApiServer::start().await;
     let backend = Backend::start("app").await;
@@ -155,5 +155,5 @@ async fn sync_passes_and_pushes_are_exported_as_spans() {
     );
     let push = spans.iter().find(|(_, s)| s.name == "config push").unwrap();
     assert_eq!(str_attr(&push.1, "tunnelgate.push.result").as_deref(), Some("ok"));
-    tunnelgate_proxy::shutdown_tracer_provider(&provider, Duration::from_secs(5)).await;
+    pipeline.shutdown(Duration::from_secs(5)).await;
 }

@@ -39,7 +39,7 @@ mod workers;
 
 pub use body::{BoxError, ProxyBody};
 pub use metrics::Metrics;
-pub use otlp::{TracingError, shutdown_tracer_provider, tracer_provider, traces_url};
+pub use otlp::{TracerPipeline, TracingError, tracer_pipeline, traces_url};
 pub use prometheus_client::registry::Registry;
 pub use server::{ProxyHandle, ProxyServer, StartError};
 pub use service::{RequestContext, RequestService};

@@ -6,8 +6,8 @@
 //! a request without one starts a new trace sampled at the configured rate. An unsampled request gets no client
 //! span and no `traceparent` of ours: its headers reach the backend as the client sent them.
 //!
-//! Spans are ended on the request path and handed to the SDK's batch processor, which runs as a task on the
-//! runtime that started the proxy and exports on its own schedule; nothing here waits for the collector.
+//! Spans are ended on the request path and queued; a task on the runtime that started the proxy exports them in
+//! batches (`export`); nothing on the request path waits for the collector.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -20,23 +20,22 @@ use opentelemetry::trace::{
     TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, SpanId, TraceId};
-use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracer;
 
+pub use self::export::{TracerPipeline, tracer_pipeline};
 use crate::settings::TracingSettings;
+
+mod export;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const SCOPE: &str = "tunnelgate-proxy";
-/// Time one export request may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tracer of a running proxy. Cheap to clone.
 #[derive(Clone)]
 pub struct RequestTracer {
     tracer: SdkTracer,
-    provider: SdkTracerProvider,
+    pipeline: TracerPipeline,
 }
 
 /// The server span of one sampled request; ended when the response completes.
@@ -63,77 +62,14 @@ pub enum TracingError {
     Tls(#[from] crate::tls::TlsSetupError),
 }
 
-/// An OTLP HTTP/protobuf tracer provider with a batch processor on the current tokio runtime, sampling
-/// parent-based with `settings.sample_rate` for new traces. `service_name` applies unless `OTEL_SERVICE_NAME` is set.
-/// Must run inside the runtime that should carry the exports (the processor task is spawned there); call
-/// [`shutdown_tracer_provider`] before that runtime stops.
-pub fn tracer_provider(
-    settings: &TracingSettings,
-    service_name: &'static str,
-) -> Result<SdkTracerProvider, TracingError> {
-    let mut tls = crate::tls::client_config(None, false)?;
-    // The connector sets ALPN itself and refuses a config that already has it.
-    tls.alpn_protocols.clear();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = opentelemetry_http::hyper::HyperClient::new(connector, EXPORT_TIMEOUT, None);
-    let mut builder = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_timeout(EXPORT_TIMEOUT)
-        .with_http_client(client);
-    if let Some(endpoint) = settings.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
-        builder = builder.with_endpoint(traces_url(endpoint)?);
-    }
-    let exporter = builder.build()?;
-    let mut batch = BatchConfigBuilder::default();
-    if let Some(interval) = settings.export_interval {
-        batch = batch.with_scheduled_delay(interval);
-    }
-    let batch = batch.build();
-    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-        exporter,
-        opentelemetry_sdk::runtime::Tokio,
-    )
-    .with_batch_config(batch)
-    .build();
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(service_name);
-    }
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            settings.sample_rate.clamp(0.0, 1.0),
-        ))))
-        .with_resource(resource.build())
-        .build())
-}
-
-/// Exports what is queued and stops the processor, waiting at most `limit`.
-pub async fn shutdown_tracer_provider(provider: &SdkTracerProvider, limit: Duration) {
-    let provider = provider.clone();
-    // The SDK's shutdown blocks until the processor task (on this runtime) has exported: off the runtime.
-    let task = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(limit));
-    match tokio::time::timeout(limit, task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "OTLP trace exporter shutdown"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "OTLP trace exporter shutdown"),
-        Err(_) => tracing::warn!(?limit, "OTLP trace exporter did not flush in time; spans dropped"),
-    }
-}
-
 impl RequestTracer {
     /// Builds the exporter and the batch processor. Must run inside the tokio runtime that should carry the
     /// exports (the processor task is spawned there).
     pub fn start(settings: &TracingSettings) -> Result<Self, TracingError> {
-        let provider = tracer_provider(settings, SCOPE)?;
+        let pipeline = tracer_pipeline(settings, SCOPE)?;
         Ok(Self {
-            tracer: provider.tracer(SCOPE),
-            provider,
+            tracer: pipeline.provider().tracer(SCOPE),
+            pipeline,
         })
     }
 
@@ -166,7 +102,7 @@ impl RequestTracer {
 
     /// Exports what is queued and stops the processor, waiting at most `limit`.
     pub async fn shutdown(&self, limit: Duration) {
-        shutdown_tracer_provider(&self.provider, limit).await;
+        self.pipeline.shutdown(limit).await;
     }
 }
 

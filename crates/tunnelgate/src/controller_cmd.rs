@@ -165,18 +165,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         // Built inside the runtime: the batch processor runs as a task on it.
-        let provider = match &tracing_settings {
+        let pipeline = match &tracing_settings {
             Some(t) => {
-                let provider = tunnelgate_proxy::tracer_provider(t, tunnelgate_controller::TRACER_SCOPE)
+                let pipeline = tunnelgate_proxy::tracer_pipeline(t, tunnelgate_controller::TRACER_SCOPE)
                     .context("OTLP trace exporter")?;
-                opentelemetry::global::set_tracer_provider(provider.clone());
-                Some(provider)
+                opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
+                Some(pipeline)
             }
             None => None,
         };
         let result = run_controller(opts).await;
-        if let Some(provider) = provider {
-            tunnelgate_proxy::shutdown_tracer_provider(&provider, TRACE_FLUSH_LIMIT).await;
+        if let Some(pipeline) = pipeline {
+            pipeline.shutdown(TRACE_FLUSH_LIMIT).await;
         }
         result
     })
