@@ -65,8 +65,8 @@ impl Dns {
     /// The addresses of `host` (a name, or an IP literal, IPv6 without brackets) with `port`, in the resolver's
     /// order.
     pub async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+        if let Some(addr) = literal(host, port) {
+            return Ok(vec![addr]);
         }
         match &self.resolver {
             Some(resolver) => {
@@ -79,6 +79,21 @@ impl Dns {
             None => Ok(tokio::net::lookup_host((host, port)).await?.collect()),
         }
     }
+}
+
+/// The addresses of a backend's `host` with `port`: an IP literal as it is, a name through [`Dns::system`]. The
+/// system resolver is built at the first name only, so a proxy whose backends are all addresses (the controller's
+/// usual output: EndpointSlice or cluster IPs) never loads it, its configuration or its cache.
+pub async fn resolve_backend(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    match literal(host, port) {
+        Some(addr) => Ok(vec![addr]),
+        None => Dns::system().resolve(host, port).await,
+    }
+}
+
+/// `host` (IPv6 without brackets) as a socket address with `port`, when it is an IP literal.
+fn literal(host: &str, port: u16) -> Option<SocketAddr> {
+    host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]

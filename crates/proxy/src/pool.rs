@@ -27,7 +27,7 @@ use tokio_rustls::client::TlsStream;
 use tunnelgate_route::{Upstream, UpstreamProtocol, UpstreamScheme};
 
 use crate::body::{self, ProxyBody};
-use crate::dns::Dns;
+use crate::dns::resolve_backend;
 use crate::metrics::BackendErrorReason;
 use crate::tls;
 
@@ -223,11 +223,11 @@ impl Connector {
     }
 }
 
-/// A TCP connection to `host` (resolved through [`Dns::system`], whose cache honours TTLs) on `port`: each
-/// address in the resolver's order until one answers.
+/// A TCP connection to `host` (an IP literal, or a name resolved through the system resolver, whose cache honours
+/// TTLs) on `port`: each address in the resolver's order until one answers.
 async fn dial(host: &str, port: u16) -> io::Result<TcpStream> {
     let mut last = None;
-    for addr in Dns::system().resolve(host, port).await? {
+    for addr in resolve_backend(host, port).await? {
         match TcpStream::connect(addr).await {
             Ok(tcp) => return Ok(tcp),
             Err(e) => last = Some(e),

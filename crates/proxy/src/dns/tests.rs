@@ -99,3 +99,15 @@ async fn ip_literals_are_not_looked_up_and_unknown_names_are_errors() {
     let err = dns.resolve("missing.test.", 80).await.unwrap_err();
     assert!(err.to_string().contains("missing.test."), "{err}");
 }
+
+#[tokio::test]
+async fn backend_ip_literals_resolve_without_the_system_resolver() {
+    assert_eq!(
+        super::resolve_backend("10.1.2.3", 8080).await.unwrap(),
+        [SocketAddr::from(([10, 1, 2, 3], 8080))]
+    );
+    assert_eq!(
+        super::resolve_backend("fd00::7", 443).await.unwrap(),
+        ["[fd00::7]:443".parse().unwrap()]
+    );
+}
