@@ -5,22 +5,13 @@
 
 mod harness;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use http::Method;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message as _;
 use tunnelgate_proxy::{ProxySettings, TracingSettings};
+use tunnelgate_testkit::otlp::{OtlpCollector, hex, int_attr, str_attr};
 use tunnelgate_testkit::{Backend, Client, empty};
 
 use harness::{Proxy, single_route};
@@ -29,136 +20,16 @@ const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A loopback OTLP/HTTP collector: `POST /v1/traces` with `application/x-protobuf`.
-struct Collector {
-    addr: SocketAddr,
-    spans: Arc<Mutex<Vec<Span>>>,
-    posts: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Collector {
-    async fn start() -> Collector {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let posts = Arc::new(Mutex::new(Vec::new()));
-        let (s, p) = (spans.clone(), posts.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (spans, posts) = (s.clone(), p.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (spans, posts) = (spans.clone(), posts.clone());
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let content_type = req
-                                .headers()
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned();
-                            posts
-                                .lock()
-                                .unwrap()
-                                .push(format!("{} {path} {content_type}", req.method()));
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                            let status = match body {
-                                Ok(body) if path == "/v1/traces" => {
-                                    match ExportTraceServiceRequest::decode(body) {
-                                        Ok(export) => {
-                                            let mut all = spans.lock().unwrap();
-                                            for rs in export.resource_spans {
-                                                for ss in rs.scope_spans {
-                                                    all.extend(ss.spans);
-                                                }
-                                            }
-                                            StatusCode::OK
-                                        }
-                                        Err(_) => StatusCode::BAD_REQUEST,
-                                    }
-                                }
-                                _ => StatusCode::NOT_FOUND,
-                            };
-                            let mut resp = Response::new(Full::new(Bytes::new()));
-                            *resp.status_mut() = status;
-                            resp.headers_mut()
-                                .insert("content-type", "application/x-protobuf".parse().unwrap());
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Collector {
-            addr,
-            spans,
-            posts,
-            task,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
-    }
-
-    /// Waits until at least `n` spans arrived.
-    async fn wait_spans(&self, n: usize) -> Vec<Span> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let spans = self.spans();
-            if spans.len() >= n || tokio::time::Instant::now() >= deadline {
-                return spans;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn kind(span: &Span, kind: SpanKind) -> bool {
     span.kind == kind as i32
 }
 
-fn int_attr(span: &Span, key: &str) -> Option<i64> {
-    span.attributes
+/// The one exported span of `wanted` kind.
+fn span_of(spans: &[Span], wanted: SpanKind) -> &Span {
+    spans
         .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(AnyValue::IntValue(i)) => Some(*i),
-            _ => None,
-        })
-}
-
-fn str_attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(AnyValue::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        })
+        .find(|s| kind(s, wanted))
+        .unwrap_or_else(|| panic!("no {wanted:?} span in {spans:?}"))
 }
 
 /// `00-trace-span-flags` split into its fields.
@@ -169,7 +40,7 @@ fn traceparent_fields(value: &str) -> (String, String, String) {
     (f[1].to_owned(), f[2].to_owned(), f[3].to_owned())
 }
 
-async fn traced_proxy(collector: &Collector, sample_rate: f64, export_interval: Duration) -> Proxy {
+async fn traced_proxy(collector: &OtlpCollector, sample_rate: f64, export_interval: Duration) -> Proxy {
     let mut settings = ProxySettings::loopback();
     settings.tracing = Some(TracingSettings {
         endpoint: Some(collector.endpoint()),
@@ -177,6 +48,16 @@ async fn traced_proxy(collector: &Collector, sample_rate: f64, export_interval: 
         export_interval: Some(export_interval),
     });
     Proxy::start_with(settings).await
+}
+
+/// A collector, a backend, and a proxy exporting to the collector every 50 ms that routes `app.example` to the
+/// backend.
+async fn traced_setup(sample_rate: f64) -> (OtlpCollector, Backend, Proxy) {
+    let collector = OtlpCollector::start().await;
+    let backend = Backend::start("b").await;
+    let proxy = traced_proxy(&collector, sample_rate, Duration::from_millis(50)).await;
+    proxy.push(single_route(1, "app.example", &backend.url())).await;
+    (collector, backend, proxy)
 }
 
 async fn get_with(proxy: &Proxy, headers: &[(&str, &str)]) -> u16 {
@@ -190,10 +71,7 @@ async fn get_with(proxy: &Proxy, headers: &[(&str, &str)]) -> u16 {
 
 #[tokio::test]
 async fn sampled_incoming_parent_continues_the_trace_through_server_and_client_spans() {
-    let collector = Collector::start().await;
-    let backend = Backend::start("b").await;
-    let proxy = traced_proxy(&collector, 1.0, Duration::from_millis(50)).await;
-    proxy.push(single_route(1, "app.example", &backend.url())).await;
+    let (collector, backend, proxy) = traced_setup(1.0).await;
 
     let incoming = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
     let status = get_with(
@@ -221,14 +99,8 @@ async fn sampled_incoming_parent_continues_the_trace_through_server_and_client_s
 
     let spans = collector.wait_spans(2).await;
     assert_eq!(spans.len(), 2, "{spans:?}");
-    let server = spans
-        .iter()
-        .find(|s| kind(s, SpanKind::Server))
-        .expect("server span");
-    let client = spans
-        .iter()
-        .find(|s| kind(s, SpanKind::Client))
-        .expect("client span");
+    let server = span_of(&spans, SpanKind::Server);
+    let client = span_of(&spans, SpanKind::Client);
     assert_eq!(hex(&server.trace_id), PARENT_TRACE);
     assert_eq!(hex(&server.parent_span_id), PARENT_SPAN);
     assert_eq!(server.trace_state, "vendor=abc");
@@ -246,25 +118,19 @@ async fn sampled_incoming_parent_continues_the_trace_through_server_and_client_s
         int_attr(client, "server.port"),
         Some(i64::from(backend.addr.port()))
     );
+    let posts = collector.posts();
     assert!(
-        collector
-            .posts
-            .lock()
-            .unwrap()
+        posts
             .iter()
             .all(|p| p == "POST /v1/traces application/x-protobuf"),
-        "{:?}",
-        collector.posts.lock().unwrap()
+        "{posts:?}"
     );
     proxy.handle.shutdown().await;
 }
 
 #[tokio::test]
 async fn request_without_traceparent_starts_a_new_trace() {
-    let collector = Collector::start().await;
-    let backend = Backend::start("b").await;
-    let proxy = traced_proxy(&collector, 1.0, Duration::from_millis(50)).await;
-    proxy.push(single_route(1, "app.example", &backend.url())).await;
+    let (collector, backend, proxy) = traced_setup(1.0).await;
 
     assert_eq!(get_with(&proxy, &[("tracestate", "stale=1")]).await, 200);
     let seen = backend.recorded();
@@ -283,14 +149,8 @@ async fn request_without_traceparent_starts_a_new_trace() {
 
     let spans = collector.wait_spans(2).await;
     assert_eq!(spans.len(), 2, "{spans:?}");
-    let server = spans
-        .iter()
-        .find(|s| kind(s, SpanKind::Server))
-        .expect("server span");
-    let client = spans
-        .iter()
-        .find(|s| kind(s, SpanKind::Client))
-        .expect("client span");
+    let server = span_of(&spans, SpanKind::Server);
+    let client = span_of(&spans, SpanKind::Client);
     assert!(server.parent_span_id.is_empty(), "a root span");
     assert_eq!(hex(&server.trace_id), trace);
     assert_eq!(hex(&client.span_id), parent_id);
@@ -299,7 +159,7 @@ async fn request_without_traceparent_starts_a_new_trace() {
 
 #[tokio::test]
 async fn backend_failure_is_recorded_as_an_error_on_both_spans() {
-    let collector = Collector::start().await;
+    let collector = OtlpCollector::start().await;
     let proxy = traced_proxy(&collector, 1.0, Duration::from_millis(50)).await;
     // Nothing listens there: the dial fails.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -309,14 +169,8 @@ async fn backend_failure_is_recorded_as_an_error_on_both_spans() {
 
     assert_eq!(get_with(&proxy, &[]).await, 502);
     let spans = collector.wait_spans(2).await;
-    let server = spans
-        .iter()
-        .find(|s| kind(s, SpanKind::Server))
-        .expect("server span");
-    let client = spans
-        .iter()
-        .find(|s| kind(s, SpanKind::Client))
-        .expect("client span");
+    let server = span_of(&spans, SpanKind::Server);
+    let client = span_of(&spans, SpanKind::Client);
     assert_eq!(int_attr(server, "http.response.status_code"), Some(502));
     assert_eq!(str_attr(server, "error.type").as_deref(), Some("502"));
     assert_eq!(str_attr(client, "error.type").as_deref(), Some("dial"));
@@ -330,10 +184,7 @@ async fn backend_failure_is_recorded_as_an_error_on_both_spans() {
 
 #[tokio::test]
 async fn rate_zero_samples_no_new_trace_and_injects_nothing() {
-    let collector = Collector::start().await;
-    let backend = Backend::start("b").await;
-    let proxy = traced_proxy(&collector, 0.0, Duration::from_millis(50)).await;
-    proxy.push(single_route(1, "app.example", &backend.url())).await;
+    let (collector, backend, proxy) = traced_setup(0.0).await;
 
     for _ in 0..5 {
         assert_eq!(get_with(&proxy, &[]).await, 200);
@@ -355,10 +206,7 @@ async fn rate_zero_samples_no_new_trace_and_injects_nothing() {
 
 #[tokio::test]
 async fn rate_zero_still_follows_a_sampled_parent() {
-    let collector = Collector::start().await;
-    let backend = Backend::start("b").await;
-    let proxy = traced_proxy(&collector, 0.0, Duration::from_millis(50)).await;
-    proxy.push(single_route(1, "app.example", &backend.url())).await;
+    let (collector, _backend, proxy) = traced_setup(0.0).await;
 
     let incoming = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
     assert_eq!(get_with(&proxy, &[("traceparent", &incoming)]).await, 200);
@@ -370,7 +218,7 @@ async fn rate_zero_still_follows_a_sampled_parent() {
 
 #[tokio::test]
 async fn shutdown_exports_spans_still_queued() {
-    let collector = Collector::start().await;
+    let collector = OtlpCollector::start().await;
     let backend = Backend::start("b").await;
     // The schedule alone would not export within the test.
     let proxy = traced_proxy(&collector, 1.0, Duration::from_secs(600)).await;
@@ -404,10 +252,7 @@ async fn upgrade_requests_get_a_server_span_but_no_injected_traceparent() {
     use futures::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-    let collector = Collector::start().await;
-    let backend = Backend::start("b").await;
-    let proxy = traced_proxy(&collector, 1.0, Duration::from_millis(50)).await;
-    proxy.push(single_route(1, "app.example", &backend.url())).await;
+    let (collector, backend, proxy) = traced_setup(1.0).await;
 
     let mut req = format!("ws://{}/ws", proxy.data).into_client_request().unwrap();
     req.headers_mut().insert("host", "app.example".parse().unwrap());
@@ -420,10 +265,7 @@ async fn upgrade_requests_get_a_server_span_but_no_injected_traceparent() {
     drop(ws);
 
     let spans = collector.wait_spans(1).await;
-    let server = spans
-        .iter()
-        .find(|s| kind(s, SpanKind::Server))
-        .expect("server span");
+    let server = span_of(&spans, SpanKind::Server);
     assert_eq!(hex(&server.parent_span_id), PARENT_SPAN);
     assert_eq!(int_attr(server, "http.response.status_code"), Some(101));
     assert!(!spans.iter().any(|s| kind(s, SpanKind::Client)), "{spans:?}");

@@ -2,7 +2,8 @@
 //!
 //! What this crate does: starts real backends on loopback ([`Backend`]: HTTP/1.1 and h2c on one port, optionally
 //! TLS, with WebSocket echo), counts the connections and requests they see, sends real HTTP requests
-//! ([`Client`]), and mints throw-away certificates ([`TestPki`]).
+//! ([`Client`]), mints throw-away certificates ([`TestPki`]), and collects OTLP/HTTP trace exports
+//! ([`otlp::OtlpCollector`]).
 //!
 //! What it does not do: fake anything. Every byte crosses a real socket. It is for tests only and never ships in
 //! the binary.
@@ -12,6 +13,7 @@
 
 mod backend;
 mod client;
+pub mod otlp;
 mod pki;
 
 pub use backend::{Backend, BackendOptions, Echo, Recorded};

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process::{Running, bin, free_addr, wait_ready};
+use process::{Running, bin, free_addr, proxy_with_config, wait_ready};
 use tunnelgate_testkit::{Backend, Client, Echo};
 
 fn temp_file(name: &str) -> PathBuf {
@@ -36,12 +36,8 @@ async fn proxy_serves_a_config_file_reloads_it_and_drains_on_sigterm() {
     let b = Backend::start("b").await;
     let file = temp_file("reload.yaml");
     std::fs::write(&file, route_yaml(1, &a.url())).unwrap();
-    let (data, config) = (free_addr(), free_addr());
-    let child = bin()
-        .args(["proxy", "--config"])
-        .arg(&file)
-        .env("PROXY_ADDR", data.to_string())
-        .env("PROXY_CONFIG_ADDR", config.to_string())
+    let (mut cmd, data, config) = proxy_with_config(&file);
+    let child = cmd
         .env("PROXY_LOG_FORMAT", "text")
         .env("PROXY_GRACE_PERIOD", "5s")
         .env("PROXY_DATA_WORKERS", "1")
@@ -168,12 +164,8 @@ async fn access_log_lines_are_json_on_stdout_and_5xx_are_always_kept() {
         {"hostnames": ["down.example.com"], "backends": [{"url": format!("http://{closed}"), "weight": 1}]}
     ]});
     std::fs::write(&file, doc.to_string()).unwrap();
-    let (data, config) = (free_addr(), free_addr());
-    let child = bin()
-        .args(["proxy", "--config"])
-        .arg(&file)
-        .env("PROXY_ADDR", data.to_string())
-        .env("PROXY_CONFIG_ADDR", config.to_string())
+    let (mut cmd, data, config) = proxy_with_config(&file);
+    let child = cmd
         .env("PROXY_ACCESS_LOG_ENABLED", "true")
         .env("PROXY_ACCESS_LOG_SAMPLING_RATE", "0")
         .env("PROXY_ACCESS_LOG_STRIP_QUERY", "yes")

@@ -6,74 +6,19 @@
 #[allow(dead_code)]
 mod process;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message as _;
-
-use process::{Running, bin, free_addr, output_within, wait_ready};
+use process::{Running, bin, free_addr, output_within, proxy_with_config, wait_ready};
+use tunnelgate_testkit::otlp::{OtlpCollector, hex};
 use tunnelgate_testkit::{Backend, Client, empty};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
-/// Loopback OTLP/HTTP collector; keeps the decoded spans of `POST /v1/traces`.
-async fn collector() -> (SocketAddr, Arc<Mutex<Vec<Span>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let spans = Arc::new(Mutex::new(Vec::new()));
-    let all = spans.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let all = all.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let all = all.clone();
-                    async move {
-                        let ok = req.uri().path() == "/v1/traces";
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let status = match ExportTraceServiceRequest::decode(body) {
-                            Ok(export) if ok => {
-                                let mut all = all.lock().unwrap();
-                                for rs in export.resource_spans {
-                                    for ss in rs.scope_spans {
-                                        all.extend(ss.spans);
-                                    }
-                                }
-                                200
-                            }
-                            _ => 400,
-                        };
-                        let mut resp = http::Response::new(Full::new(Bytes::new()));
-                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, spans)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn traced_request_is_exported_and_logged_with_its_ids() {
-    let (otlp, spans) = collector().await;
+    let otlp = OtlpCollector::start().await;
     let backend = Backend::start("b").await;
     let file = std::env::temp_dir().join(format!("tunnelgate-tracing-{}.yaml", std::process::id()));
     std::fs::write(
@@ -84,16 +29,12 @@ async fn traced_request_is_exported_and_logged_with_its_ids() {
         ),
     )
     .unwrap();
-    let (data, config) = (free_addr(), free_addr());
-    let child = bin()
-        .args(["proxy", "--config"])
-        .arg(&file)
-        .env("PROXY_ADDR", data.to_string())
-        .env("PROXY_CONFIG_ADDR", config.to_string())
+    let (mut cmd, data, config) = proxy_with_config(&file);
+    let child = cmd
         .env("PROXY_ACCESS_LOG_ENABLED", "true")
         .env("PROXY_TRACING_ENABLED", "true")
         .env("PROXY_TRACING_ENDPOINT", "")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
         .env("OTEL_SERVICE_NAME", "tracing-test")
         .env("PROXY_GRACE_PERIOD", "1s")
         .stdout(Stdio::piped())
@@ -142,7 +83,7 @@ async fn traced_request_is_exported_and_logged_with_its_ids() {
     assert_eq!(span_id.len(), 16);
 
     // SIGTERM flushed the queue (the default schedule is 5 s, the drain 1 s).
-    let spans = spans.lock().unwrap().clone();
+    let spans = otlp.spans();
     assert_eq!(spans.len(), 2, "{spans:?}");
     let server = spans
         .iter()

@@ -8,13 +8,57 @@ pub mod cloudflare;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use apiserver::ApiServer;
 use serde_json::{Value, json};
 use tunnelgate_proxy::{ProxyHandle, ProxyServer, ProxySettings, ProxyState, Registry};
-use tunnelgate_testkit::{Client, Reply};
+use tunnelgate_testkit::{Backend, Client, Reply};
 
 pub const CONTROLLER: &str = "tunnelgate.dev/gateway-controller";
 pub const GW_V1: &str = "gateway.networking.k8s.io/v1";
 pub const TOKEN: &str = "s3cr3t-proxy-token";
+
+pub struct Cluster {
+    pub api: ApiServer,
+    pub backend: Backend,
+}
+
+/// Namespaces, our GatewayClass and Gateway, a Service `app` whose one endpoint is a real backend, and the auth
+/// token Secret.
+pub async fn cluster() -> Cluster {
+    // `RUST_LOG=tunnelgate_controller=debug` shows what the controller does.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let api = ApiServer::start().await;
+    let backend = Backend::start("app").await;
+    for ns in ["default", "tg"] {
+        api.apply(namespace(ns));
+    }
+    api.apply(gateway_class("tunnelgate", CONTROLLER));
+    api.apply(gateway("default", "gw", "tunnelgate"));
+    api.apply(service("default", "app"));
+    api.apply(endpoint_slice(
+        "default",
+        "app-1",
+        "app",
+        "http",
+        backend.addr.port(),
+        &[("127.0.0.1", true)],
+    ));
+    api.apply(secret("tg", "proxy-auth", "auth-token", TOKEN));
+    Cluster { api, backend }
+}
+
+/// [`cluster`] with one proxy in the headless Service and the HTTPRoute `web` (app.example.com → `app`).
+pub async fn cluster_with_web_route() -> (Cluster, Proxy) {
+    let c = cluster().await;
+    let proxy = Proxy::start().await;
+    c.api.apply(proxy.slice("proxy-headless-a", true));
+    c.api
+        .apply(http_route("default", "web", "gw", "app.example.com", "/", "app"));
+    (c, proxy)
+}
 
 pub fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})

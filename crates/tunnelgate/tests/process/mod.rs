@@ -2,6 +2,7 @@
 //! ports, a child that is killed when the test ends, and a wait for the proxy's `/readyz`.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,18 @@ pub fn bin() -> Command {
 /// A loopback address nothing listens on (the port is free once the probe listener is dropped).
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// `tunnelgate proxy --config FILE` on two free loopback ports: the command, for the test's own variables and
+/// stdio, and the data and config-API addresses.
+pub fn proxy_with_config(file: &Path) -> (Command, SocketAddr, SocketAddr) {
+    let (data, config) = (free_addr(), free_addr());
+    let mut cmd = bin();
+    cmd.args(["proxy", "--config"])
+        .arg(file)
+        .env("PROXY_ADDR", data.to_string())
+        .env("PROXY_CONFIG_ADDR", config.to_string());
+    (cmd, data, config)
 }
 
 /// A child process that is killed and reaped when dropped, also when the test fails.
