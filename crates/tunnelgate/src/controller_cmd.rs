@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::builder::BoolishValueParser;
 use tunnelgate_config::GoDuration;
-use tunnelgate_controller::cloudflare::api::ConfigurationsApi;
+use tunnelgate_controller::cloudflare::api::{ConfigurationsApi, TunnelRef};
 use tunnelgate_controller::{
     AuthTokenOptions, BackendResolution, CloudflareOptions, ConfigPort, ControllerOptions,
     LeaderElectionOptions, ObjectName, ProxyTargets, ProxyUrl, TunnelTokenOptions,
@@ -154,7 +154,7 @@ struct Flags {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let args = *args.flags;
-    refuse_unimplemented(&args)?;
+    refuse_flags_of_features_off(&args)?;
     init_logging(&args.log_level, &args.log_format)?;
     let pod_namespace = pod_namespace();
     let opts = controller_options(&args, &pod_namespace, pod_identity(), &resolv_conf())?;
@@ -227,9 +227,8 @@ fn tracing_settings(args: &Flags) -> anyhow::Result<Option<tunnelgate_proxy::Tra
     }))
 }
 
-/// Flags for features this build does not have are errors, never silently ignored; so are flags that only apply to
-/// a feature that is off.
-fn refuse_unimplemented(args: &Flags) -> anyhow::Result<()> {
+/// Flags that only apply to a feature that is off are errors, never silently ignored.
+fn refuse_flags_of_features_off(args: &Flags) -> anyhow::Result<()> {
     if !args.cloudflare_sync {
         let cloudflare_only = [
             (
@@ -367,10 +366,9 @@ fn cloudflare_options(
         let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        if value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            bail!("{flag} must be letters, digits and '-' (at most 64), not {value:?}");
-        }
-        Ok(Some(value.to_owned()))
+        TunnelRef::check_id(flag, value)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
     };
     cf.account_id = id("--cloudflare-account-id", &args.cloudflare_account_id)?;
     cf.tunnel_id = id("--cloudflare-tunnel-id", &args.cloudflare_tunnel_id)?;
@@ -553,7 +551,7 @@ mod tests {
             "--cloudflare-sync=false",
             "--tracing-enabled=false",
         ]);
-        refuse_unimplemented(&args).unwrap();
+        refuse_flags_of_features_off(&args).unwrap();
         let resolv = "nameserver 10.96.0.10\nsearch tg.svc.corp.example svc.corp.example corp.example\noptions ndots:5\n";
         let opts = controller_options(&args, "tg", "pod-0".into(), resolv).unwrap();
         assert_eq!(opts.cluster_domain, "corp.example");
@@ -588,7 +586,9 @@ mod tests {
             &["--proxy-service=p", "--tracing-endpoint=http://otel:4318"],
             &["--proxy-service=p", "--tracing-sample-rate=0.5"],
         ] {
-            let err = refuse_unimplemented(&parse(argv)).unwrap_err().to_string();
+            let err = refuse_flags_of_features_off(&parse(argv))
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("not") || err.contains("must") || err.contains("only applies"),
                 "{argv:?}: {err}"
@@ -604,7 +604,7 @@ mod tests {
             "--cloudflare-sync",
             "--cloudflare-api-token-secret=cf-api",
         ]);
-        refuse_unimplemented(&args).unwrap();
+        refuse_flags_of_features_off(&args).unwrap();
         let cf = controller_options(&args, "tg", "me".into(), "")
             .unwrap()
             .cloudflare
@@ -628,7 +628,7 @@ mod tests {
             "--cloudflare-tunnel-id=6ff42ae2-765d-4adf-8112-31c55c1551ef",
             "--cloudflare-api-url=http://127.0.0.1:9/client/v4",
         ]);
-        refuse_unimplemented(&args).unwrap();
+        refuse_flags_of_features_off(&args).unwrap();
         let cf = controller_options(&args, "tg", "me".into(), "")
             .unwrap()
             .cloudflare
@@ -655,7 +655,7 @@ mod tests {
     fn cloudflare_sync_without_what_it_needs_is_a_clear_error() {
         let bad = |argv: &[&str]| {
             let args = parse(argv);
-            refuse_unimplemented(&args).unwrap();
+            refuse_flags_of_features_off(&args).unwrap();
             controller_options(&args, "tg", "me".into(), "")
                 .unwrap_err()
                 .to_string()
@@ -750,7 +750,7 @@ mod tests {
         ] {
             let flag = format!("--tunnel-protocol={protocol}");
             let args = parse(&["--proxy-service=p", &flag]);
-            refuse_unimplemented(&args).unwrap();
+            refuse_flags_of_features_off(&args).unwrap();
             let opts = controller_options(&args, "tg", "me".into(), "").unwrap();
             assert_eq!(opts.reject_grpc_routes, rejects, "{protocol}");
         }

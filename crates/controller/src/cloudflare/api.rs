@@ -103,19 +103,21 @@ impl ApiError {
 impl TunnelRef {
     /// Both ids, checked: letters, digits and `-` only (a 32-hex account tag, a tunnel UUID), at most 64 each.
     pub fn new(account_id: &str, tunnel_id: &str) -> Result<Self, String> {
-        let check = |what: &str, id: &str| {
-            let id = id.trim();
-            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(format!(
-                    "the {what} {id:?} is not an id (letters, digits and '-', at most 64)"
-                ));
-            }
-            Ok(id.to_owned())
-        };
         Ok(Self {
-            account_id: check("account id", account_id)?,
-            tunnel_id: check("tunnel id", tunnel_id)?,
+            account_id: Self::check_id("account id", account_id)?,
+            tunnel_id: Self::check_id("tunnel id", tunnel_id)?,
         })
+    }
+
+    /// One id, trimmed, if it is one safe path segment; `what` names it in the error.
+    pub fn check_id(what: &str, id: &str) -> Result<String, String> {
+        let id = id.trim();
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!(
+                "the {what} {id:?} is not an id (letters, digits and '-', at most 64)"
+            ));
+        }
+        Ok(id.to_owned())
     }
 }
 
