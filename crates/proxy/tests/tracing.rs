@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tunnelgate_proxy::{ProxySettings, TracingSettings};
 use tunnelgate_testkit::otlp::{OtlpCollector, hex, int_attr, str_attr};
-use tunnelgate_testkit::{Backend, Client, empty};
+use tunnelgate_testkit::{Backend, Client, Recorded, empty};
 
 use harness::{Proxy, single_route};
 
@@ -33,6 +33,17 @@ fn span_of(spans: &[Span], wanted: SpanKind) -> &Span {
 }
 
 /// `00-trace-span-flags` split into its fields.
+/// The fields of the `traceparent` the proxy sent with a request the backend recorded.
+fn injected_traceparent(request: &Recorded) -> (String, String, String) {
+    let value = request
+        .headers
+        .get("traceparent")
+        .expect("traceparent injected")
+        .to_str()
+        .unwrap();
+    traceparent_fields(value)
+}
+
 fn traceparent_fields(value: &str) -> (String, String, String) {
     let f: Vec<&str> = value.split('-').collect();
     assert_eq!(f.len(), 4, "traceparent {value:?}");
@@ -82,13 +93,7 @@ async fn sampled_incoming_parent_continues_the_trace_through_server_and_client_s
     assert_eq!(status, 200);
 
     let seen = backend.recorded();
-    let sent = seen[0]
-        .headers
-        .get("traceparent")
-        .expect("traceparent injected")
-        .to_str()
-        .unwrap();
-    let (trace, parent_id, flags) = traceparent_fields(sent);
+    let (trace, parent_id, flags) = injected_traceparent(&seen[0]);
     assert_eq!(trace, PARENT_TRACE);
     assert_ne!(
         parent_id, PARENT_SPAN,
@@ -134,13 +139,7 @@ async fn request_without_traceparent_starts_a_new_trace() {
 
     assert_eq!(get_with(&proxy, &[("tracestate", "stale=1")]).await, 200);
     let seen = backend.recorded();
-    let sent = seen[0]
-        .headers
-        .get("traceparent")
-        .expect("traceparent injected")
-        .to_str()
-        .unwrap();
-    let (trace, parent_id, flags) = traceparent_fields(sent);
+    let (trace, parent_id, flags) = injected_traceparent(&seen[0]);
     assert_eq!(flags, "01");
     assert!(
         seen[0].headers.get("tracestate").is_none(),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process::{Running, bin, free_addr, proxy_with_config, wait_ready};
+use process::{Running, access_lines, bin, free_addr, proxy_with_config, wait_ready};
 use tunnelgate_testkit::{Backend, Client, Echo};
 
 fn temp_file(name: &str) -> PathBuf {
@@ -195,11 +195,7 @@ async fn access_log_lines_are_json_on_stdout_and_5xx_are_always_kept() {
         .wait_with_output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let access: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["msg"] == "access")
-        .collect();
+    let access = access_lines(&stdout);
     assert_eq!(access.len(), 1, "{stdout}");
     let line = &access[0];
     assert_eq!(line["status"], 502);

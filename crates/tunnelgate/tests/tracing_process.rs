@@ -9,7 +9,7 @@ mod process;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use process::{Running, bin, free_addr, output_within, proxy_with_config, wait_ready};
+use process::{Running, access_lines, bin, free_addr, output_within, proxy_with_config, wait_ready};
 use tunnelgate_testkit::otlp::{OtlpCollector, hex};
 use tunnelgate_testkit::{Backend, Client, empty};
 
@@ -72,11 +72,7 @@ async fn traced_request_is_exported_and_logged_with_its_ids() {
     .unwrap()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let access: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["msg"] == "access")
-        .collect();
+    let access = access_lines(&stdout);
     assert_eq!(access.len(), 1, "{stdout}");
     assert_eq!(access[0]["trace_id"], TRACE);
     let span_id = access[0]["span_id"].as_str().unwrap().to_owned();

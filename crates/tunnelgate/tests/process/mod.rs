@@ -32,6 +32,15 @@ pub fn proxy_with_config(file: &Path) -> (Command, SocketAddr, SocketAddr) {
     (cmd, data, config)
 }
 
+/// The access-log lines (`"msg":"access"`) among a proxy's JSON log lines.
+pub fn access_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == "access")
+        .collect()
+}
+
 /// A child process that is killed and reaped when dropped, also when the test fails.
 pub struct Running(pub Child);
 
