@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
-use support::cloudflare::FakeCloudflare;
+use support::cloudflare::{FakeCloudflare, RetryAfter};
 use support::*;
 use tunnelgate_controller::{
     CloudflareOptions, ConfigPort, Controller, ControllerOptions, ObjectName, ProxyTargets,
@@ -242,6 +242,129 @@ async fn rate_limits_and_server_errors_back_off_then_succeed() {
             .iter()
             .any(|c| c["reason"] == "RateLimited" && c["message"].as_str().unwrap().contains("429")),
         "{failures:?}"
+    );
+}
+
+/// Options whose backoff runs from 100 ms to `max`.
+fn options_with_max_backoff(fake: &FakeCloudflare, max: Duration) -> ControllerOptions {
+    let mut opts = options(fake);
+    opts.cloudflare.as_mut().unwrap().backoff_max = max;
+    opts
+}
+
+/// Starts a controller against `fake`, waits for `True/Synced` and returns the gaps between the calls.
+async fn gaps_until_synced(fake: &FakeCloudflare, opts: ControllerOptions) -> Vec<Duration> {
+    let api = ApiServer::start().await;
+    cluster(&api);
+    let _controller = Controller::start(api.client(), opts).await.unwrap();
+    wait_until("CloudflareSynced=True after the failures", LIMIT, || async {
+        synced_reason(&api) == Some(("True".into(), "Synced".into()))
+    })
+    .await;
+    assert_eq!(fake.ingress(), json!([entry("app.example.com"), catch_all()]));
+    let calls = fake.calls();
+    calls.windows(2).map(|w| w[1].at - w[0].at).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_longer_than_the_backoff_step_delays_the_next_call() {
+    let fake = FakeCloudflare::start(ACCOUNT, TUNNEL, API_TOKEN, Value::Null).await;
+    // Backoff steps 100 ms and 200 ms; the server asks for 1 s, then for a date 3 s ahead (at least 2 s, since an
+    // HTTP-date has whole seconds).
+    fake.fail_next_with(429, RetryAfter::Value("1".into()));
+    fake.fail_next_with(503, RetryAfter::DateAfter(Duration::from_secs(3)));
+    let gaps = gaps_until_synced(&fake, options_with_max_backoff(&fake, Duration::from_secs(5))).await;
+    assert_eq!(
+        methods(&fake),
+        [
+            ("GET".into(), 429),
+            ("GET".into(), 503),
+            ("GET".into(), 200),
+            ("PUT".into(), 200)
+        ]
+    );
+    assert!(gaps[0] >= Duration::from_secs(1), "gaps {gaps:?}");
+    // 1.5 s rather than 2 s: the fake's Instant and the controller's wall clock may drift apart a little.
+    assert!(gaps[1] >= Duration::from_millis(1500), "gaps {gaps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_large_retry_after_is_capped_at_the_longest_backoff() {
+    let fake = FakeCloudflare::start(ACCOUNT, TUNNEL, API_TOKEN, Value::Null).await;
+    // 10^9 seconds and a date ten years ahead: both wait the longest backoff (1 s here), and the sync succeeds well
+    // within the test's limit.
+    fake.fail_next_with(429, RetryAfter::Value("1000000000".into()));
+    fake.fail_next_with(
+        503,
+        RetryAfter::DateAfter(Duration::from_secs(10 * 365 * 24 * 3600)),
+    );
+    let gaps = gaps_until_synced(&fake, options_with_max_backoff(&fake, Duration::from_secs(1))).await;
+    assert_eq!(
+        methods(&fake),
+        [
+            ("GET".into(), 429),
+            ("GET".into(), 503),
+            ("GET".into(), 200),
+            ("PUT".into(), 200)
+        ]
+    );
+    for gap in &gaps[..2] {
+        assert!(*gap >= Duration::from_secs(1), "gaps {gaps:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_past_retry_after_falls_back_to_the_backoff() {
+    let fake = FakeCloudflare::start(ACCOUNT, TUNNEL, API_TOKEN, Value::Null).await;
+    for (status, retry_after) in [
+        (429, RetryAfter::Value("soon".into())),
+        (503, RetryAfter::Value("-5".into())),
+        (429, RetryAfter::Value("1.5".into())),
+        (503, RetryAfter::DateBefore(Duration::from_secs(3600))),
+    ] {
+        fake.fail_next_with(status, retry_after);
+    }
+    // A longest backoff of a minute: misreading any of these as a long wait would miss the test's limit.
+    let gaps = gaps_until_synced(&fake, options_with_max_backoff(&fake, Duration::from_secs(60))).await;
+    assert_eq!(
+        fake.calls().iter().map(|c| c.status).collect::<Vec<_>>(),
+        [429, 503, 429, 503, 200, 200]
+    );
+    for (gap, at_least) in gaps.iter().zip([100, 200, 400, 800]) {
+        assert!(*gap >= Duration::from_millis(at_least), "gaps {gaps:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_read_from_429_and_503_replies_only() {
+    use tunnelgate_controller::cloudflare::api::{ApiError, ConfigurationsApi, TunnelRef};
+    let fake = FakeCloudflare::start(ACCOUNT, TUNNEL, API_TOKEN, Value::Null).await;
+    let api = ConfigurationsApi::new(&fake.url(), LIMIT).unwrap();
+    let metrics = tunnelgate_controller::metrics::Metrics::default();
+    let tunnel = TunnelRef::new(ACCOUNT, TUNNEL).unwrap();
+    for (status, expected) in [
+        (429, Some(Duration::from_secs(7))),
+        (503, Some(Duration::from_secs(7))),
+        (500, None),
+        (502, None),
+        (403, None),
+    ] {
+        fake.fail_next_with(status, RetryAfter::Value("7".into()));
+        let err = api.get(&tunnel, API_TOKEN, &metrics).await.unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Status { status: s, .. } if *s == status),
+            "{err}"
+        );
+        assert_eq!(err.retry_after(), expected, "{status}");
+    }
+    fake.fail_next_with(503, RetryAfter::Value("later".into()));
+    let err = api.get(&tunnel, API_TOKEN, &metrics).await.unwrap_err();
+    assert_eq!(err.retry_after(), None, "a malformed value is dropped");
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|c| c.retry_after.as_deref().is_some_and(|v| v == "7" || v == "later")),
+        "the fake sent the header every time"
     );
 }
 

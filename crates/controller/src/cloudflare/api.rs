@@ -4,12 +4,13 @@
 //! test server): calls are seconds apart at the least, so a pool would only hold idle sockets. Every call is
 //! bounded by a timeout covering connection, request and reply, and the reply body is read up to
 //! [`MAX_REPLY_BYTES`]. The API token goes into `Authorization` only; it is never logged nor put in an error.
+//! A 429 or 503 reply's `Retry-After` is read into the error, as a wait from the moment the reply arrived.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -28,7 +29,12 @@ const RESOURCE: &str = "tunnel_configurations";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error("the Cloudflare API answered {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        status: u16,
+        message: String,
+        /// The reply's `Retry-After`, read only for 429 and 503 (RFC 9110 §10.2.3, RFC 6585 §4).
+        retry_after: Option<Duration>,
+    },
     #[error("calling the Cloudflare API failed: {0}")]
     Transport(String),
     #[error("the Cloudflare API did not answer within {0:?}")]
@@ -82,6 +88,14 @@ impl ApiError {
             Self::Status { status, .. } => *status == 429 || *status >= 500,
             Self::Transport(_) | Self::Timeout(_) => true,
             Self::Reply(_) => false,
+        }
+    }
+
+    /// How long the API asked us to wait before the next call: the `Retry-After` of a 429 or 503 reply.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            Self::Transport(_) | Self::Timeout(_) | Self::Reply(_) => None,
         }
     }
 
@@ -190,7 +204,7 @@ impl ConfigurationsApi {
                 Err(_) => Err(ApiError::Timeout(self.timeout)),
             };
         let status = match &result {
-            Ok((status, _)) => status.as_u16().to_string(),
+            Ok(reply) => reply.status.as_u16().to_string(),
             Err(_) => "error".to_owned(),
         };
         metrics.cloudflare_api_call(
@@ -199,13 +213,22 @@ impl ConfigurationsApi {
             &status,
             started.elapsed().as_secs_f64(),
         );
-        let (status, bytes) = result?;
+        let Reply {
+            status,
+            retry_after,
+            body,
+        } = result?;
         if status.is_success() {
-            return Ok(bytes);
+            return Ok(body);
         }
+        let throttled = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
         Err(ApiError::Status {
             status: status.as_u16(),
-            message: error_message(&bytes),
+            message: error_message(&body),
+            retry_after: retry_after.filter(|_| throttled),
         })
     }
 
@@ -215,7 +238,7 @@ impl ConfigurationsApi {
         tunnel: &TunnelRef,
         token: &str,
         body: Option<Bytes>,
-    ) -> Result<(StatusCode, Bytes), ApiError> {
+    ) -> Result<Reply, ApiError> {
         let path = format!(
             "{}/accounts/{}/cfd_tunnel/{}/configurations",
             self.base_path, tunnel.account_id, tunnel.tunnel_id
@@ -268,7 +291,15 @@ impl ConfigurationsApi {
     }
 }
 
-async fn send<I>(io: I, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), ApiError>
+/// What [`send`] got back.
+struct Reply {
+    status: StatusCode,
+    /// `Retry-After`, whatever the status, as a wait from when the headers arrived.
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+async fn send<I>(io: I, request: Request<Full<Bytes>>) -> Result<Reply, ApiError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -282,16 +313,41 @@ where
             .await
             .map_err(|e| ApiError::Transport(format!("sending the request: {e}")))?;
         let status = reply.status();
+        let retry_after = retry_after_header(reply.headers(), SystemTime::now());
         let body = Limited::new(reply.into_body(), MAX_REPLY_BYTES)
             .collect()
             .await
             .map_err(|e| ApiError::Reply(format!("reading the body (at most {MAX_REPLY_BYTES} bytes): {e}")))?
             .to_bytes();
-        Ok((status, body))
+        Ok(Reply {
+            status,
+            retry_after,
+            body,
+        })
     }
     .await;
     driver.abort();
     result
+}
+
+/// The first `Retry-After` field of `headers`, read by [`retry_after`]; `None` when absent or not visible ASCII.
+fn retry_after_header(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    retry_after(value, now)
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3) as a wait from `now`: delay-seconds (digits only; more than fit in a
+/// `u64` count as the most there are), or an HTTP-date in any of the three forms recipients must accept (a date
+/// already past is no wait at all). Anything else (a sign, a fraction, a unit, an unparsable date) is `None`.
+/// No bound is applied here: the caller clamps the wait to its own longest backoff.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Only digits, so a parse error can only be an overflow.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Cloudflare's `errors[].message` (with codes), else the start of the body; at most 300 characters.
@@ -323,70 +379,4 @@ fn error_message(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls() {
-        let api =
-            ConfigurationsApi::new("https://api.cloudflare.com/client/v4/", Duration::from_secs(1)).unwrap();
-        assert!(api.https);
-        assert_eq!(
-            (api.host.as_str(), api.port, api.base_path.as_str()),
-            ("api.cloudflare.com", 443, "/client/v4")
-        );
-        let api = ConfigurationsApi::new("http://127.0.0.1:8999", Duration::from_secs(1)).unwrap();
-        assert_eq!((api.https, api.port, api.base_path.as_str()), (false, 8999, ""));
-        let api = ConfigurationsApi::new("http://[::1]:8999/v4", Duration::from_secs(1)).unwrap();
-        assert_eq!(
-            (api.host.as_str(), api.host_for_header()),
-            ("::1", "[::1]".to_owned())
-        );
-        for bad in ["ftp://x", "api.cloudflare.com", "https://", "https://x/?q=1", ""] {
-            assert!(
-                ConfigurationsApi::new(bad, Duration::from_secs(1)).is_err(),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn ids_are_one_safe_path_segment() {
-        assert!(
-            TunnelRef::new(
-                "0123456789abcdef0123456789abcdef",
-                "6ff42ae2-765d-4adf-8112-31c55c1551ef"
-            )
-            .is_ok()
-        );
-        assert!(TunnelRef::new("../x", "t").is_err());
-        assert!(TunnelRef::new("a", "t/configurations?x").is_err());
-        assert!(TunnelRef::new("", "t").is_err());
-    }
-
-    #[test]
-    fn which_failures_back_off() {
-        let status = |s| ApiError::Status {
-            status: s,
-            message: String::new(),
-        };
-        assert!(status(429).is_transient());
-        assert!(status(503).is_transient());
-        assert!(ApiError::Timeout(Duration::from_secs(1)).is_transient());
-        assert!(!status(403).is_transient());
-        assert!(!status(400).is_transient());
-        assert_eq!(status(429).reason(), "RateLimited");
-        assert_eq!(status(401).reason(), "Unauthorized");
-        assert_eq!(status(502).reason(), "ApiUnavailable");
-    }
-
-    #[test]
-    fn error_messages_come_from_cloudflare_errors() {
-        let body =
-            br#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}],"messages":[]}"#;
-        assert_eq!(error_message(body), "Authentication error (code 10000)");
-        assert_eq!(error_message(b"upstream connect error"), "upstream connect error");
-        assert_eq!(error_message(b""), "no error message");
-        assert!(error_message("x".repeat(1000).as_bytes()).chars().count() <= 301);
-    }
-}
+mod tests;

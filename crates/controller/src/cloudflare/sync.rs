@@ -3,9 +3,11 @@
 //! Each controller sync hands the ingress document it built to [`Link::offer`]; only a document that differs from
 //! the last one wakes the task. The task waits the debounce (2 s) so that a burst of route changes makes one call,
 //! then `GET`s the remote document and `PUT`s ours only when they differ. A 429, a 5xx or no answer at all backs
-//! off exponentially (5 s doubling to 5 min) and tries again with the newest document; another refusal (401, 403,
-//! 404, …) waits for a change of document, token or ids, or at most the longest backoff. Each outcome becomes the
-//! [`CloudflareSynced`] verdict the next controller sync writes to the Gateways.
+//! off exponentially (5 s doubling to 5 min) and tries again with the newest document; a 429 or 503 that carries
+//! `Retry-After` waits the longer of that and the backoff step, never longer than the longest backoff (see
+//! [`RetryWait`]). Another refusal (401, 403, 404, …) waits for a change of document, token or ids, or at most the
+//! longest backoff. Each outcome becomes the [`CloudflareSynced`] verdict the next controller sync writes to the
+//! Gateways.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,9 +192,11 @@ pub async fn run(link: Arc<Link>, trigger: Trigger, metrics: Arc<Metrics>) {
                     Next::AwaitChange
                 }
                 Err(Failure::Api(e)) if e.is_transient() => {
-                    let wait = backoff.map_or(opts.backoff_base, |b| (b * 2).min(opts.backoff_max));
-                    backoff = Some(wait);
-                    Next::Backoff(wait)
+                    // The step doubles as before whatever the server asked, so a later failure without
+                    // `Retry-After` still finds the backoff where it would have been.
+                    let step = backoff.map_or(opts.backoff_base, |b| (b * 2).min(opts.backoff_max));
+                    backoff = Some(step);
+                    Next::Backoff(RetryWait::new(step, e.retry_after(), opts.backoff_max))
                 }
                 Err(Failure::Api(_)) => {
                     backoff = None;
@@ -202,7 +206,7 @@ pub async fn run(link: Arc<Link>, trigger: Trigger, metrics: Arc<Metrics>) {
             let verdict = match outcome {
                 Ok(verdict) | Err(Failure::Missing(verdict)) => verdict,
                 Err(Failure::Api(e)) => {
-                    tracing::warn!(error = %e, next = ?next, "Cloudflare tunnel configuration sync failed");
+                    tracing::warn!(error = %e, next = %next, "Cloudflare tunnel configuration sync failed");
                     CloudflareSynced::Failed {
                         reason: e.reason(),
                         message: e.to_string(),
@@ -212,8 +216,8 @@ pub async fn run(link: Arc<Link>, trigger: Trigger, metrics: Arc<Metrics>) {
             publish(&link, &trigger, verdict);
             match next {
                 Next::AwaitChange => break,
-                // 429 / 5xx: honour the backoff even if the routes change meanwhile.
-                Next::Backoff(wait) => tokio::time::sleep(wait).await,
+                // 429 / 5xx: honour the wait even if the routes change meanwhile.
+                Next::Backoff(retry) => tokio::time::sleep(retry.wait).await,
                 // A refusal: a new document, token or ids may fix it; otherwise try again after the longest wait.
                 Next::ChangeOrRetry(wait) => {
                     let changed = tokio::select! {
@@ -232,14 +236,71 @@ pub async fn run(link: Arc<Link>, trigger: Trigger, metrics: Arc<Metrics>) {
 }
 
 /// What the task does after an attempt.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     /// In step, or nothing to call with: wait for a new document, token or ids.
     AwaitChange,
     /// Throttled or unavailable: try again after this long, whatever changes meanwhile.
-    Backoff(Duration),
+    Backoff(RetryWait),
     /// Refused: try again when something changes, or after this long.
     ChangeOrRetry(Duration),
+}
+
+/// The wait after a throttled or failed call: the longer of the backoff step and the server's `Retry-After`, the
+/// latter never beyond the longest backoff (a broken or hostile value must not park the sync for longer). A
+/// malformed `Retry-After` never gets here (the API client drops it) and one already past is zero, so both leave
+/// the backoff step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RetryWait {
+    wait: Duration,
+    /// What the server asked for, when it sent `Retry-After` with a 429 or 503.
+    asked: Option<Duration>,
+    source: WaitSource,
+}
+
+/// What set a [`RetryWait`], for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitSource {
+    /// The exponential backoff step: no `Retry-After`, or one no longer than the step.
+    Backoff,
+    /// The server's `Retry-After`, longer than the step.
+    RetryAfter,
+    /// The server's `Retry-After` was longer than the longest backoff, which is waited instead.
+    RetryAfterCapped,
+}
+
+impl RetryWait {
+    fn new(step: Duration, asked: Option<Duration>, max: Duration) -> Self {
+        let (wait, source) = match asked {
+            Some(asked) if asked > step && asked > max => (step.max(max), WaitSource::RetryAfterCapped),
+            Some(asked) if asked > step => (asked, WaitSource::RetryAfter),
+            _ => (step, WaitSource::Backoff),
+        };
+        Self { wait, asked, source }
+    }
+}
+
+impl std::fmt::Display for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AwaitChange => f.write_str("wait for a change"),
+            Self::Backoff(retry) => {
+                write!(f, "retry in {:?} ", retry.wait)?;
+                match (retry.source, retry.asked) {
+                    (WaitSource::Backoff, None) => f.write_str("(backoff)"),
+                    (WaitSource::Backoff, Some(asked)) => {
+                        write!(f, "(backoff; Retry-After asked for {asked:?})")
+                    }
+                    (WaitSource::RetryAfter, _) => f.write_str("(Retry-After)"),
+                    (WaitSource::RetryAfterCapped, Some(asked)) => {
+                        write!(f, "(Retry-After asked for {asked:?}, capped)")
+                    }
+                    (WaitSource::RetryAfterCapped, None) => f.write_str("(Retry-After, capped)"),
+                }
+            }
+            Self::ChangeOrRetry(wait) => write!(f, "retry on a change, or in {wait:?}"),
+        }
+    }
 }
 
 enum Failure {
@@ -319,5 +380,67 @@ fn publish(link: &Link, trigger: &Trigger, verdict: CloudflareSynced) {
         changed
     }) {
         trigger.fire();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_secs(300);
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn without_retry_after_the_backoff_step_is_waited() {
+        let retry = RetryWait::new(secs(5), None, MAX);
+        assert_eq!((retry.wait, retry.source), (secs(5), WaitSource::Backoff));
+        assert_eq!(Next::Backoff(retry).to_string(), "retry in 5s (backoff)");
+    }
+
+    #[test]
+    fn a_retry_after_no_longer_than_the_step_leaves_the_step() {
+        for asked in [secs(0), secs(3), secs(20)] {
+            let retry = RetryWait::new(secs(20), Some(asked), MAX);
+            assert_eq!(
+                (retry.wait, retry.source),
+                (secs(20), WaitSource::Backoff),
+                "{asked:?}"
+            );
+        }
+        assert_eq!(
+            Next::Backoff(RetryWait::new(secs(20), Some(secs(3)), MAX)).to_string(),
+            "retry in 20s (backoff; Retry-After asked for 3s)"
+        );
+    }
+
+    #[test]
+    fn a_retry_after_longer_than_the_step_is_waited() {
+        let retry = RetryWait::new(secs(5), Some(secs(60)), MAX);
+        assert_eq!((retry.wait, retry.source), (secs(60), WaitSource::RetryAfter));
+        assert_eq!(
+            RetryWait::new(secs(5), Some(MAX), MAX).wait,
+            MAX,
+            "exactly the longest backoff is not capped"
+        );
+        assert_eq!(Next::Backoff(retry).to_string(), "retry in 60s (Retry-After)");
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_longest_backoff_is_capped() {
+        for asked in [secs(301), secs(1_000_000_000), secs(u64::MAX)] {
+            let retry = RetryWait::new(secs(5), Some(asked), MAX);
+            assert_eq!(
+                (retry.wait, retry.source),
+                (MAX, WaitSource::RetryAfterCapped),
+                "{asked:?}"
+            );
+        }
+        assert_eq!(
+            Next::Backoff(RetryWait::new(secs(5), Some(secs(1_000_000_000)), MAX)).to_string(),
+            "retry in 300s (Retry-After asked for 1000000000s, capped)"
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! A Cloudflare API stand-in on loopback: `GET` and `PUT /client/v4/accounts/{a}/cfd_tunnel/{t}/configurations`
 //! for one account and tunnel, checking the bearer token, keeping the last document put, recording every request,
-//! and answering with queued error statuses when told to.
+//! and answering with queued error statuses, with or without `Retry-After`, when told to.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -27,6 +27,19 @@ pub struct Call {
     pub body: Value,
     /// The status it was answered with.
     pub status: u16,
+    /// The `Retry-After` it was answered with.
+    pub retry_after: Option<String>,
+}
+
+/// The `Retry-After` of a queued failure.
+#[derive(Clone, Debug)]
+pub enum RetryAfter {
+    /// This field value as it is: delay-seconds, or something malformed.
+    Value(String),
+    /// An IMF-fixdate this long after the moment of the answer (whole seconds, so up to 1 s less in effect).
+    DateAfter(Duration),
+    /// An IMF-fixdate this long before the moment of the answer.
+    DateBefore(Duration),
 }
 
 #[derive(Clone)]
@@ -40,7 +53,7 @@ struct State {
     tunnel: String,
     token: String,
     ingress: Value,
-    faults: VecDeque<u16>,
+    faults: VecDeque<(u16, Option<RetryAfter>)>,
     calls: Vec<Call>,
 }
 
@@ -98,7 +111,20 @@ impl FakeCloudflare {
 
     /// The next requests get these statuses, one each, before normal service resumes.
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.state.lock().unwrap().faults.extend(statuses);
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .extend(statuses.iter().map(|s| (*s, None)));
+    }
+
+    /// The next request gets `status` with this `Retry-After` (after the failures queued before).
+    pub fn fail_next_with(&self, status: u16, retry_after: RetryAfter) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push_back((status, Some(retry_after)));
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -120,12 +146,21 @@ impl FakeCloudflare {
             .map(str::to_owned);
         let bytes = req.into_body().collect().await.unwrap().to_bytes();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        // Taken before any Retry-After date is written, so the gap to the next call is measured from no later
+        // than the moment the date was computed from.
+        let at = Instant::now();
+        let mut retry_after = None;
         let mut st = self.state.lock().unwrap();
         let expected_path = format!(
             "/client/v4/accounts/{}/cfd_tunnel/{}/configurations",
             st.account, st.tunnel
         );
-        let (status, reply) = if let Some(code) = st.faults.pop_front() {
+        let (status, reply) = if let Some((code, after)) = st.faults.pop_front() {
+            retry_after = after.map(|after| match after {
+                RetryAfter::Value(v) => v,
+                RetryAfter::DateAfter(d) => httpdate::fmt_http_date(SystemTime::now() + d),
+                RetryAfter::DateBefore(d) => httpdate::fmt_http_date(SystemTime::now() - d),
+            });
             (code, errors(code, "injected failure"))
         } else if authorization.as_deref() != Some(format!("Bearer {}", st.token).as_str()) {
             (403, errors(10000, "Authentication error"))
@@ -158,16 +193,21 @@ impl FakeCloudflare {
             (405, errors(1000, "method not allowed"))
         };
         st.calls.push(Call {
-            at: Instant::now(),
+            at,
             method,
             path,
             authorization,
             body,
             status,
+            retry_after: retry_after.clone(),
         });
-        Response::builder()
+        let mut reply_head = Response::builder()
             .status(StatusCode::from_u16(status).unwrap())
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(v) = retry_after {
+            reply_head = reply_head.header(http::header::RETRY_AFTER, v);
+        }
+        reply_head
             .body(Full::new(Bytes::from(reply.to_string())))
             .unwrap()
     }
