@@ -7,7 +7,8 @@
 //! span and no `traceparent` of ours: its headers reach the backend as the client sent them.
 //!
 //! Spans are ended on the request path and queued; a task on the runtime that started the proxy exports them in
-//! batches (`export`); nothing on the request path waits for the collector.
+//! batches (`export`), sending a request again when the collector's answer allows it (`retry`); nothing on the
+//! request path waits for the collector.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use self::export::{TracerPipeline, tracer_pipeline};
 use crate::settings::TracingSettings;
 
 mod export;
+mod retry;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -102,7 +104,7 @@ impl RequestTracer {
 
     /// Exports what is queued and stops the processor, waiting at most `limit`.
     pub async fn shutdown(&self, limit: Duration) {
-        self.pipeline.shutdown(limit).await;
+        let _ = self.pipeline.shutdown(limit).await;
     }
 }
 

@@ -277,3 +277,54 @@ async fn upgrade_requests_get_a_server_span_but_no_injected_traceparent() {
     );
     proxy.handle.shutdown().await;
 }
+
+// Export failures, with the exporter's own retry policy: waits of about 1 s, 2 s, 4 s (each between half and all of
+// it), `Retry-After` honoured up to 10 s, 5 attempts per batch. The two spans of a request may go out in one batch
+// or, when an export falls between their ends, in two: the assertions hold either way.
+
+#[tokio::test]
+async fn spans_reach_a_collector_that_answered_503_twice() {
+    let (collector, _backend, proxy) = traced_setup(1.0).await;
+    collector.refuse_next(2, 503, None);
+
+    assert_eq!(get_with(&proxy, &[]).await, 200);
+    let spans = collector.wait_spans(2).await;
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    proxy.handle.shutdown().await;
+    assert_eq!(collector.spans().len(), 2, "each span arrives once");
+    assert!(collector.posts().len() >= 3, "{:?}", collector.posts());
+}
+
+#[tokio::test]
+async fn a_400_answer_drops_the_batch_without_a_retry() {
+    let (collector, _backend, proxy) = traced_setup(1.0).await;
+    collector.refuse_next(1, 400, None);
+
+    assert_eq!(get_with(&proxy, &[]).await, 200);
+    collector.wait_posts(1).await;
+    // Longer than the first wait before a retry could be.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.handle.shutdown().await;
+    let sent = collector.spans_per_request();
+    assert_eq!(sent.iter().sum::<usize>(), 2, "each span sent once: {sent:?}");
+    assert_eq!(collector.spans().len(), 2 - sent[0], "the refused batch is lost");
+}
+
+#[tokio::test]
+async fn shutdown_with_a_collector_that_keeps_answering_503_tries_once_more_and_returns() {
+    let (collector, _backend, proxy) = traced_setup(1.0).await;
+    // Longer than the shutdown's 5 s flush limit: waiting it out would leave the flush unfinished.
+    collector.refuse_next(usize::MAX, 503, Some("8"));
+
+    assert_eq!(get_with(&proxy, &[]).await, 200);
+    collector.wait_posts(1).await;
+    tokio::time::timeout(WAIT, proxy.handle.shutdown())
+        .await
+        .expect("shutdown is bounded");
+    let sent = collector.spans_per_request();
+    assert!(
+        sent.len() >= 2 && sent.iter().sum::<usize>() >= 3,
+        "shutdown cuts the wait short with one last attempt: {sent:?}"
+    );
+    assert!(collector.spans().is_empty());
+}

@@ -1,8 +1,8 @@
 //! A loopback OTLP/HTTP trace collector: it accepts `POST /v1/traces` with a protobuf body, decodes it with the
 //! `opentelemetry-proto` types and keeps every span with its resource's `service.name`. Other paths get a 404 and
 //! bodies that do not decode a 400, so an exporter that sends the wrong thing fails the test that waits for spans.
+//! It can be told to refuse the next requests ([`OtlpCollector::refuse_next`]), to test an exporter's retries.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +28,19 @@ pub struct OtlpCollector {
     spans: Arc<Mutex<Vec<(String, Span)>>>,
     /// `METHOD PATH CONTENT-TYPE` of every request received.
     posts: Arc<Mutex<Vec<String>>>,
+    /// The refusals to come, and the spans each request carried, refused or not.
+    refusals: Arc<Mutex<Refusals>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The answer to the next requests instead of taking their spans.
+#[derive(Debug, Default)]
+struct Refusals {
+    left: usize,
+    status: u16,
+    retry_after: Option<String>,
+    /// Spans in the body of every request to `/v1/traces`, in arrival order.
+    carried: Vec<usize>,
 }
 
 impl OtlpCollector {
@@ -39,17 +51,18 @@ impl OtlpCollector {
         let addr = listener.local_addr().expect("collector address");
         let spans = Arc::new(Mutex::new(Vec::new()));
         let posts = Arc::new(Mutex::new(Vec::new()));
-        let (s, p) = (spans.clone(), posts.clone());
+        let refusals = Arc::new(Mutex::new(Refusals::default()));
+        let (s, p, r) = (spans.clone(), posts.clone(), refusals.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (spans, posts) = (s.clone(), p.clone());
+                let (spans, posts, refusals) = (s.clone(), p.clone(), r.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (spans, posts) = (spans.clone(), posts.clone());
-                        async move { Ok::<_, Infallible>(receive(req, &spans, &posts).await) }
+                        let (spans, posts, refusals) = (spans.clone(), posts.clone(), refusals.clone());
+                        async move { receive(req, &spans, &posts, &refusals).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -61,8 +74,23 @@ impl OtlpCollector {
             addr,
             spans,
             posts,
+            refusals,
             task,
         }
+    }
+
+    /// Answers the next `n` requests (from now) with `status` and, when given, a `Retry-After` header, and drops
+    /// their spans; `status` 0 closes the connection without an answer. `usize::MAX` refuses for good.
+    pub fn refuse_next(&self, n: usize, status: u16, retry_after: Option<&str>) {
+        let mut refusals = self.refusals.lock().unwrap();
+        refusals.left = n;
+        refusals.status = status;
+        refusals.retry_after = retry_after.map(str::to_owned);
+    }
+
+    /// How many spans each request to `/v1/traces` carried, refused or not: a batch sent again shows up twice.
+    pub fn spans_per_request(&self) -> Vec<usize> {
+        self.refusals.lock().unwrap().carried.clone()
     }
 
     /// `http://ADDR`, the base URL an exporter appends `/v1/traces` to.
@@ -83,6 +111,18 @@ impl OtlpCollector {
     /// `METHOD PATH CONTENT-TYPE` of every request received.
     pub fn posts(&self) -> Vec<String> {
         self.posts.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived, at most 10 s; returns them.
+    pub async fn wait_posts(&self, n: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let posts = self.posts();
+            if posts.len() >= n || tokio::time::Instant::now() >= deadline {
+                return posts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The spans once at least `n` arrived, or what arrived within 10 s.
@@ -108,7 +148,8 @@ async fn receive(
     req: Request<hyper::body::Incoming>,
     spans: &Mutex<Vec<(String, Span)>>,
     posts: &Mutex<Vec<String>>,
-) -> Response<Full<Bytes>> {
+    refusals: &Mutex<Refusals>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let path = req.uri().path().to_owned();
     let content_type = req
         .headers()
@@ -121,8 +162,43 @@ async fn receive(
         .unwrap()
         .push(format!("{} {path} {content_type}", req.method()));
     let body = req.into_body().collect().await.map(|b| b.to_bytes());
-    let status = match body {
-        Ok(body) if path == "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
+    let decoded = match &body {
+        Ok(body) if path == "/v1/traces" => Some(ExportTraceServiceRequest::decode(body.clone())),
+        _ => None,
+    };
+    let refusal = {
+        let mut refusals = refusals.lock().unwrap();
+        if let Some(Ok(export)) = &decoded {
+            let n = export
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum();
+            refusals.carried.push(n);
+        }
+        (refusals.left > 0).then(|| {
+            refusals.left -= 1;
+            (refusals.status, refusals.retry_after.clone())
+        })
+    };
+    if let Some((status, retry_after)) = refusal {
+        if status == 0 {
+            // hyper closes a connection whose service fails.
+            return Err(std::io::Error::other("refused without an answer"));
+        }
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::from_u16(status).expect("a status code");
+        if let Some(v) = retry_after {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_str(&v).expect("a Retry-After value"),
+            );
+        }
+        return Ok(resp);
+    }
+    let status = match decoded {
+        Some(decoded) => match decoded {
             Ok(export) => {
                 let mut all = spans.lock().unwrap();
                 for rs in export.resource_spans {
@@ -139,7 +215,7 @@ async fn receive(
             }
             Err(_) => StatusCode::BAD_REQUEST,
         },
-        _ => StatusCode::NOT_FOUND,
+        None => StatusCode::NOT_FOUND,
     };
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;
@@ -147,7 +223,7 @@ async fn receive(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/x-protobuf"),
     );
-    resp
+    Ok(resp)
 }
 
 /// A span's string attribute.

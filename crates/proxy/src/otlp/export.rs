@@ -6,13 +6,16 @@
 //! switch) per span, two per request, and it dominated the cost of tracing in a loopback load test. Here an ended
 //! span is pushed under an uncontended mutex and the export task is woken only when a batch is full, on its
 //! schedule, or at shutdown.
+//!
+//! A failed export request is sent again while the collector's answer allows it (`retry`); meanwhile new spans keep
+//! going into the bounded queue.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::Context;
-use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
@@ -20,10 +23,11 @@ use opentelemetry_sdk::trace::{
 };
 use tokio::sync::Notify;
 
+use super::retry::{ExportRetry, RetryingClient};
 use super::{TracingError, traces_url};
 use crate::settings::TracingSettings;
 
-/// Time one export request may take.
+/// Time one export request may take (each attempt of it).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Spans per export request.
 const BATCH: usize = 512;
@@ -41,11 +45,15 @@ pub struct TracerPipeline {
 
 /// Ended spans waiting for export.
 #[derive(Debug)]
-struct SpanQueue {
+pub(super) struct SpanQueue {
     spans: Mutex<Vec<SpanData>>,
     /// Wakes the export task: a full batch, or shutdown.
     wake: Notify,
     closed: AtomicBool,
+    /// Wakes every wait for a retry at shutdown.
+    closing: Notify,
+    /// Attempts the last export request took, for the log line about it.
+    pub(super) last_attempts: AtomicU32,
     /// Set by the export task when it has exported the last batch after shutdown.
     finished: AtomicBool,
     finished_wake: Notify,
@@ -61,8 +69,10 @@ impl TracerPipeline {
         &self.provider
     }
 
-    /// Exports what is queued and stops the export task, waiting at most `limit`.
-    pub async fn shutdown(&self, limit: Duration) {
+    /// Exports what is queued and stops the export task, waiting at most `limit`. A failed export is not retried
+    /// any more, and a wait for a retry ends with one last attempt at once. Returns whether the export task finished
+    /// in time.
+    pub async fn shutdown(&self, limit: Duration) -> bool {
         // Non-blocking: only marks the queue closed and wakes the task.
         let _ = self.provider.shutdown();
         let queue = self.queue.clone();
@@ -75,7 +85,8 @@ impl TracerPipeline {
                 notified.await;
             }
         };
-        if tokio::time::timeout(limit, finished).await.is_err() {
+        let in_time = tokio::time::timeout(limit, finished).await.is_ok();
+        if !in_time {
             tracing::warn!(?limit, "OTLP trace export did not finish in time; spans dropped");
         }
         let dropped = self.queue.dropped.load(Ordering::Relaxed);
@@ -85,6 +96,7 @@ impl TracerPipeline {
                 "OTLP trace export: spans dropped because the queue was full"
             );
         }
+        in_time
     }
 }
 
@@ -95,6 +107,25 @@ pub fn tracer_pipeline(
     settings: &TracingSettings,
     service_name: &'static str,
 ) -> Result<TracerPipeline, TracingError> {
+    pipeline_with_retry(settings, service_name, ExportRetry::default())
+}
+
+/// [`tracer_pipeline`] with its own retry policy (tests use short waits).
+pub(super) fn pipeline_with_retry(
+    settings: &TracingSettings,
+    service_name: &'static str,
+    retry: ExportRetry,
+) -> Result<TracerPipeline, TracingError> {
+    let queue = Arc::new(SpanQueue {
+        spans: Mutex::new(Vec::with_capacity(BATCH)),
+        wake: Notify::new(),
+        closed: AtomicBool::new(false),
+        closing: Notify::new(),
+        last_attempts: AtomicU32::new(0),
+        finished: AtomicBool::new(false),
+        finished_wake: Notify::new(),
+        dropped: AtomicU64::new(0),
+    });
     let mut tls = crate::tls::client_config(None, false)?;
     // The connector sets ALPN itself and refuses a config that already has it.
     tls.alpn_protocols.clear();
@@ -103,11 +134,16 @@ pub fn tracer_pipeline(
         .https_or_http()
         .enable_http1()
         .build();
-    let client = opentelemetry_http::hyper::HyperClient::new(connector, EXPORT_TIMEOUT, None);
+    let client = RetryingClient::new(
+        opentelemetry_http::hyper::HyperClient::new(connector, EXPORT_TIMEOUT, None),
+        retry,
+        queue.clone(),
+    );
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .with_timeout(EXPORT_TIMEOUT)
+        .with_retry_policy(RetryPolicy::disabled())
         .with_http_client(client);
     if let Some(endpoint) = settings.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
         builder = builder.with_endpoint(traces_url(endpoint)?);
@@ -125,14 +161,6 @@ pub fn tracer_pipeline(
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map_or(DEFAULT_INTERVAL, Duration::from_millis)
-    });
-    let queue = Arc::new(SpanQueue {
-        spans: Mutex::new(Vec::with_capacity(BATCH)),
-        wake: Notify::new(),
-        closed: AtomicBool::new(false),
-        finished: AtomicBool::new(false),
-        finished_wake: Notify::new(),
-        dropped: AtomicU64::new(0),
     });
     tokio::spawn(export_loop(queue.clone(), exporter, interval));
     let provider = SdkTracerProvider::builder()
@@ -164,8 +192,16 @@ async fn export_loop(queue: Arc<SpanQueue>, exporter: opentelemetry_otlp::SpanEx
                 let n = spans.len().min(BATCH);
                 spans.drain(..n).collect::<Vec<_>>()
             };
-            if let Err(e) = exporter.export(batch).await {
-                tracing::warn!(error = %e, "OTLP trace export failed; batch dropped");
+            // 0 stays when the batch could not even be encoded.
+            queue.last_attempts.store(0, Ordering::Relaxed);
+            let result = exporter.export(batch).await;
+            let attempts = queue.last_attempts.load(Ordering::Relaxed);
+            match result {
+                Err(e) => tracing::warn!(error = %e, attempts, "OTLP trace export failed; batch dropped"),
+                Ok(()) if attempts > 1 => {
+                    tracing::info!(attempts, "OTLP trace export succeeded after retrying")
+                }
+                Ok(()) => {}
             }
         }
         if closing {
@@ -180,6 +216,25 @@ async fn export_loop(queue: Arc<SpanQueue>, exporter: opentelemetry_otlp::SpanEx
 impl SpanQueue {
     fn lock(&self) -> MutexGuard<'_, Vec<SpanData>> {
         self.spans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `wait`, or until shutdown begins.
+    pub(super) async fn wait_unless_closed(&self, wait: Duration) {
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        // Registered before the flag is read, so that a close in between still wakes it.
+        closing.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = closing => {}
+        }
     }
 }
 
@@ -216,6 +271,10 @@ impl SpanProcessor for QueueProcessor {
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         self.0.closed.store(true, Ordering::Release);
         self.0.wake.notify_one();
+        self.0.closing.notify_waiters();
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
