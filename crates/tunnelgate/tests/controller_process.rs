@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use apiserver::ApiServer;
-use process::{Running, bin, free_addr};
+use process::{Running, bin, expect_refusal, free_addr};
 use serde_json::{Value, json};
 use tunnelgate_testkit::{Backend, Client, Echo};
 
@@ -234,13 +234,7 @@ fn unimplemented_features_are_refused_from_flags_and_environment() {
     ] {
         let mut cmd = bin();
         cmd.args(["controller", "--proxy-service", "p"]);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{envs:?}: {stderr}");
-        assert!(stderr.contains(needle), "{envs:?}: {stderr}");
+        expect_refusal(cmd, envs, needle);
     }
 
     let out = bin().args(["controller"]).output().unwrap();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process::{Running, access_lines, bin, free_addr, proxy_with_config, wait_ready};
+use process::{Running, access_lines, bin, expect_refusal, free_addr, proxy_with_config, wait_ready};
 use tunnelgate_testkit::{Backend, Client, Echo};
 
 fn temp_file(name: &str) -> PathBuf {
@@ -88,13 +88,7 @@ fn run_expecting_failure(envs: &[(&str, &str)], needle: &str) {
     cmd.arg("proxy")
         .env("PROXY_ADDR", data.to_string())
         .env("PROXY_CONFIG_ADDR", config.to_string());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{envs:?}: {stderr}");
-    assert!(stderr.contains(needle), "{envs:?}: {stderr}");
+    expect_refusal(cmd, envs, needle);
 }
 
 #[test]

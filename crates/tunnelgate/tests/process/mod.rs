@@ -32,6 +32,17 @@ pub fn proxy_with_config(file: &Path) -> (Command, SocketAddr, SocketAddr) {
     (cmd, data, config)
 }
 
+/// Runs `cmd` with `envs` added and checks that it exits 1 with `needle` in its stderr (a refused setting).
+pub fn expect_refusal(mut cmd: Command, envs: &[(&str, &str)], needle: &str) {
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{envs:?}: {stderr}");
+    assert!(stderr.contains(needle), "{envs:?}: {stderr}");
+}
+
 /// The access-log lines (`"msg":"access"`) among a proxy's JSON log lines.
 pub fn access_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
